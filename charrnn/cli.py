@@ -1,0 +1,126 @@
+"""python -m charrnn {train,sample,evaluate,push}: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m charrnn", description="A character-level GRU you can watch write.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    t = commands.add_parser("train", help="train a model on a UTF-8 text file")
+    t.add_argument("--text", required=True, help="training text (first 90 %% trains, last 10 %% validates)")
+    t.add_argument("--out", required=True, help="folder for the best model (Hub layout), e.g. weights/NAME")
+    t.add_argument("--embedding-dim", type=int, default=64)
+    t.add_argument("--hidden-size", type=int, default=512)
+    t.add_argument("--num-layers", type=int, default=3)
+    t.add_argument("--dropout", type=float, default=0.3)
+    t.add_argument("--seq-len", type=int, default=128, help="characters per training sequence (default 128)")
+    t.add_argument("--batch-size", type=int, default=128, help="sequences per batch (default 128)")
+    t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay to --min-lr)")
+    t.add_argument("--min-lr", type=float, default=1e-4)
+    t.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this")
+    length = t.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="optimizer steps (overrides --epochs)")
+    length.add_argument("--epochs", type=float, default=40, help="passes over the training part (default 40)")
+    t.add_argument("--eval-every", type=int, default=250, help="steps between validation passes")
+    t.add_argument("--seed", type=int, default=1337)
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir")
+    t.add_argument("--checkpoint-dir", help="resumable state (default checkpoints/NAME)")
+    t.add_argument("--save-dtype", default="float16", choices=["float32", "float16", "bfloat16"])
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    s = commands.add_parser("sample", help="write text after a prompt")
+    s.add_argument("--model", default="weights/tiny-shakespeare", help="local folder or Hub repo id")
+    s.add_argument("--revision", help="Hub branch, tag or commit")
+    s.add_argument("--prompt", default="ROMEO:")
+    s.add_argument("--max-new-chars", type=int, default=500)
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=0, help="0 = off")
+    s.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--drop-unknown", action="store_true", help="drop prompt characters outside the vocabulary")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--stream", action="store_true", help="print the text as it is written")
+
+    e = commands.add_parser("evaluate", help="validation loss (nats/char) over consecutive 256-char windows")
+    e.add_argument("--model", default="weights/tiny-shakespeare")
+    e.add_argument("--revision")
+    e.add_argument("--text", required=True)
+    e.add_argument("--part", default="val", choices=["val", "train", "all"], help="which part of the text")
+    e.add_argument("--window", type=int, default=256)
+    e.add_argument("--device", default="auto")
+
+    p = commands.add_parser("push", help="publish a model folder to the Hugging Face Hub")
+    p.add_argument("folder", help="e.g. weights/tiny-shakespeare")
+    p.add_argument("repo_id", help="owner/name on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--revision", help="branch to push to (default main)")
+    p.add_argument("--message", default="Upload charrnn model")
+    return parser
+
+
+def run(args, argv) -> None:
+    if args.command == "train":
+        from .train import train
+
+        info = train(args.text, args.out, embedding_dim=args.embedding_dim, hidden_size=args.hidden_size,
+                     num_layers=args.num_layers, dropout=args.dropout, seq_len=args.seq_len,
+                     batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
+                     weight_decay=args.weight_decay, grad_clip=args.grad_clip, steps=args.steps,
+                     epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, device=args.device,
+                     resume=args.resume, checkpoint_dir=args.checkpoint_dir, save_dtype=args.save_dtype,
+                     command="python -m charrnn " + shlex.join(argv), progress=not args.quiet)
+        print(f"best validation loss {info['val_loss']:.4f} nats/char at step {info['best_step']}; "
+              f"saved to {args.out}")
+    elif args.command == "sample":
+        from .model import CharRNN
+        from .sampling import DecodeSettings
+
+        settings = DecodeSettings(args.max_new_chars, args.temperature, args.top_k, args.top_p, args.seed)
+        model = CharRNN.from_pretrained(args.model, revision=args.revision, device=args.device)
+        on_unknown = "drop" if args.drop_unknown else "error"
+        if args.stream:
+            shown = 0
+            for update in model.stream(args.prompt, settings, on_unknown=on_unknown):
+                sys.stdout.write(update.text[shown:])
+                sys.stdout.flush()
+                shown = len(update.text)
+            print()
+        else:
+            print(model.generate(args.prompt, settings, on_unknown=on_unknown).text)
+    elif args.command == "evaluate":
+        from .evaluate import evaluate_file
+        from .model import CharRNN
+
+        model = CharRNN.from_pretrained(args.model, revision=args.revision, device=args.device)
+        result = evaluate_file(model, args.text, args.part, args.window)
+        print(json.dumps({"model": args.model, **result, "loss": round(result["loss"], 4)}))
+    elif args.command == "push":
+        from .hub import push
+
+        print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    from .model import ModelLoadError
+
+    try:
+        run(args, argv)
+    except (DataError, ModelLoadError, ValueError, OSError) as e:
+        print(f"charrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"charrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
