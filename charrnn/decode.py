@@ -33,12 +33,12 @@ class DecodeUpdate:
 
 def decode_step(weights: StepWeights, token: torch.Tensor, h: torch.Tensor):
     """Read one character (token [1]) in state h [layers, 1, H]: next-character logits [1, vocab], new state."""
+    gh = weights.every_layer_hidden_gates(h)
     below, states = None, []
     for layer in range(h.shape[0]):
-        gi = weights.input_gates(layer, token, below)
-        below = gru_update(gi, weights.hidden_gates(layer, h[layer]), h[layer])[2]
+        below = gru_update(weights.input_gates(layer, token, below), gh[layer], h[layer])[2]
         states.append(below)
-    return torch.addmm(weights.head_b, below, weights.head_w.t()), torch.stack(states)
+    return weights.logits(below), torch.stack(states)
 
 
 @dataclass
@@ -51,8 +51,8 @@ class Record:
     filtered: torch.Tensor  # [T, vocab]
 
     @classmethod
-    def empty(cls, length: int, weights: StepWeights, layers: int, device) -> "Record":
-        vocab, hidden = weights.head_w.shape
+    def empty(cls, length: int, weights: StepWeights, device) -> "Record":
+        layers, hidden, vocab = weights.shape
         return cls(torch.zeros(length, dtype=torch.long, device=device),
                    torch.empty(length, layers, hidden, device=device),
                    torch.empty(length, vocab, device=device), torch.empty(length, vocab, device=device))
@@ -76,7 +76,8 @@ def read_prompt(weights, record, prompt_len, settings, h, end):
 
 def decode_eager(weights, record, prompt_len, settings, noise, chunk_size):
     """All steps eagerly (the CPU path). Yields each chunk of new token ids as soon as it is written."""
-    h = torch.zeros(len(weights.w_hh), 1, weights.w_hh[0].shape[1], device=record.tokens.device)
+    layers, hidden, _ = weights.shape
+    h = torch.zeros(layers, 1, hidden, device=record.tokens.device)
     h = read_prompt(weights, record, prompt_len, settings, h, prompt_len - 1)
     total = record.tokens.shape[0]
     pending = []
@@ -98,14 +99,13 @@ class GraphDecoder:
     """`chunk_size` decode steps captured in one CUDA graph, for one model and one set of filter settings."""
 
     def __init__(self, weights: StepWeights, settings: DecodeSettings, chunk_size: int):
-        device = weights.head_w.device
-        layers, hidden = len(weights.w_hh), weights.w_hh[0].shape[1]
-        vocab = weights.head_w.shape[0]
+        device = weights.head_b.device
+        layers, hidden, vocab = weights.shape
         self.weights, self.settings, self.chunk_size = weights, settings, chunk_size
         self.token = torch.zeros(1, dtype=torch.long, device=device)
         self.h = torch.zeros(layers, 1, hidden, device=device)
         self.noise = torch.ones(chunk_size, vocab, device=device)
-        self.out = Record.empty(chunk_size, weights, layers, device)
+        self.out = Record.empty(chunk_size, weights, device)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # warm up (cuBLAS handles, allocator) before capture
@@ -205,7 +205,7 @@ def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unk
         noise = torch.ones(steps, len(model.vocab))
         noise[:new_chars] = race_noise(settings, new_chars, len(model.vocab))
         length = prompt_len - 1 + steps + 1 if use_graph else prompt_len + new_chars
-        record = Record.empty(length, weights, model.num_layers, device)
+        record = Record.empty(length, weights, device)
         prompt_ids = torch.tensor(ids, dtype=torch.long)
         if use_graph:
             record.tokens[:prompt_len].copy_(prompt_ids.pin_memory(), non_blocking=True)

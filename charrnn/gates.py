@@ -12,31 +12,46 @@ from .sampling import DecodeSettings
 
 @dataclass
 class StepWeights:
-    """The model's weights arranged for one decode step (and for the batched gate pass)."""
+    """The model's weights arranged for decoding and for the batched gate pass.
+
+    Matrices keep nn.GRU's [out, in] layout and are used through transposed views, as nn.GRU's own products
+    are: the products then round like nn.GRU's, and the states stay within about 5e-6 of its states even
+    after thousands of steps (a transposed copy runs faster on the CPU but drifts to about 1e-5). The
+    previous-state matrices of all layers are stacked so one batched product serves every layer in a step.
+    """
 
     input_proj: torch.Tensor  # [vocab, 3H]: layer 0's W_ih e(c) + b_ih for every character c
-    w_ih: list  # per layer [3H, in]; layer 0's entry is unused (folded into input_proj)
+    w_ih: list  # per layer [3H, in]; layer 0's entry is None (folded into input_proj)
     b_ih: list
-    w_hh: list  # per layer [3H, H]
-    b_hh: list
-    head_w: torch.Tensor
+    w_hh: torch.Tensor  # [layers, 3H, H]
+    b_hh: torch.Tensor  # [layers, 1, 3H]
+    head_w: torch.Tensor  # [vocab, H]
     head_b: torch.Tensor
 
     @classmethod
     def of(cls, model) -> "StepWeights":
         gru = model.gru
         layers = range(model.num_layers)
+
+        def param(name):
+            return getattr(gru, name).detach()
+
         with torch.no_grad():
-            input_proj = torch.addmm(gru.bias_ih_l0, model.embedding.weight, gru.weight_ih_l0.t())
-        return cls(
-            input_proj=input_proj.detach(),
-            w_ih=[getattr(gru, f"weight_ih_l{k}").detach() for k in layers],
-            b_ih=[getattr(gru, f"bias_ih_l{k}").detach() for k in layers],
-            w_hh=[getattr(gru, f"weight_hh_l{k}").detach() for k in layers],
-            b_hh=[getattr(gru, f"bias_hh_l{k}").detach() for k in layers],
-            head_w=model.head.weight.detach(),
-            head_b=model.head.bias.detach(),
-        )
+            return cls(
+                input_proj=torch.addmm(param("bias_ih_l0"), model.embedding.weight.detach(), param("weight_ih_l0").t()),
+                w_ih=[None] + [param(f"weight_ih_l{k}") for k in layers[1:]],
+                b_ih=[param(f"bias_ih_l{k}") for k in layers],
+                w_hh=torch.stack([param(f"weight_hh_l{k}") for k in layers]),
+                b_hh=torch.stack([param(f"bias_hh_l{k}")[None] for k in layers]),
+                head_w=model.head.weight.detach(),
+                head_b=model.head.bias.detach(),
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(layers, hidden size, vocabulary size)"""
+        vocab, hidden = self.head_w.shape
+        return self.w_hh.shape[0], hidden, vocab
 
     def input_gates(self, layer: int, tokens: torch.Tensor, below: torch.Tensor | None) -> torch.Tensor:
         """W_ih x_t + b_ih for layer `layer`: a row lookup for layer 0, a matrix product above it."""
@@ -45,7 +60,17 @@ class StepWeights:
         return torch.addmm(self.b_ih[layer], below, self.w_ih[layer].t())
 
     def hidden_gates(self, layer: int, h_prev: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.b_hh[layer], h_prev, self.w_hh[layer].t())
+        """W_hh h_{t-1} + b_hh of one layer, for any number of steps at once (h_prev [T, H])."""
+        return torch.addmm(self.b_hh[layer, 0], h_prev, self.w_hh[layer].t())
+
+    def every_layer_hidden_gates(self, h: torch.Tensor) -> torch.Tensor:
+        """W_hh h_{t-1} + b_hh of all layers in one batched product (h [layers, 1, H]): in a decode step these
+        depend only on the previous states, and one batched product is about twice as fast on the CPU as one
+        product per layer."""
+        return torch.baddbmm(self.b_hh, h, self.w_hh.transpose(1, 2))
+
+    def logits(self, h_top: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(self.head_b, h_top, self.head_w.t())
 
 
 @dataclass

@@ -9,7 +9,7 @@ import safetensors
 import safetensors.torch
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub import PyTorchModelHubMixin, file_exists, hf_hub_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
@@ -244,7 +244,9 @@ class CharRNN(
 
         weights = fetch(WEIGHTS_FILE)
         if weights is None:
-            has_pickle = fetch(PICKLE_FILE) is not None
+            # Only ask whether a pickle is there (a HEAD request); it is never downloaded.
+            has_pickle = (os.path.isfile(os.path.join(model_id, PICKLE_FILE)) if os.path.isdir(model_id) else
+                          not local_files_only and file_exists(model_id, PICKLE_FILE, revision=revision, token=token))
             raise ModelLoadError(
                 f"{model_id!r} has no {WEIGHTS_FILE}"
                 + (f", only {PICKLE_FILE}, which charrnn refuses: pickled weights can run code when loaded. "

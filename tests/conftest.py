@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn import CharRNN
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+SHIPPED = ROOT / "weights" / "tiny-shakespeare"
+SHAKESPEARE_VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def shipped() -> CharRNN:
+    return CharRNN.from_pretrained(SHIPPED, device="cpu")
+
+
+def make_tiny(seed: int = 0, hidden_size: int = 16, num_layers: int = 2) -> CharRNN:
+    """A small randomly initialised model over the Shakespeare vocabulary, stored in float32."""
+    torch.manual_seed(seed)
+    return CharRNN(SHAKESPEARE_VOCAB, embedding_dim=8, hidden_size=hidden_size, num_layers=num_layers,
+                   dropout=0.1, save_dtype="float32").eval()
+
+
+@pytest.fixture
+def tiny() -> CharRNN:
+    return make_tiny()
+
+
+def run_python(code: str, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (huggingface_hub reads HF_* variables when it is imported)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "HF_HUB_DISABLE_TELEMETRY": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, cwd=ROOT)
