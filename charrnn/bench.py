@@ -1,0 +1,200 @@
+"""python -m charrnn.bench: charrnn's decoding against the naive char-rnn loop, on the CPU and on CUDA.
+
+Both decoders run the same model and settings (batch 1, 2,000 characters, temperature 0.8, top-p 0.95) and
+both record the full trace. Runs alternate between the two, after a warm-up, and the median of the repeats
+is reported (this machine's timings vary from run to run). Also measured: training throughput of the model's
+configuration, and on CUDA the step time against its floor (weight bytes per step over memory bandwidth, and
+the launch latency of one kernel), and how often CPU and CUDA write the same text for the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .gates import StepWeights, build_trace
+from .model import CharRNN
+from .sampling import DecodeSettings
+
+
+def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings) -> str:
+    """What most char-rnn code does: per step the model on one character, softmax, a sort for top-p,
+    torch.multinomial and .item(); it keeps the same trace (probabilities, filtered, every layer's state)."""
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
+    ids = model.tokenizer.encode(prompt)
+    probs_rows, filtered_rows, states, logits_rows = [], [], [], []
+    with torch.no_grad():
+        h = None
+        for i in ids:  # the prompt, one character at a time, to keep every layer's state
+            logits, h = model(torch.tensor([[i]], device=device), h)
+            states.append(h[:, 0])
+            logits_rows.append(logits[0, -1])
+        for _ in range(settings.max_new_chars):
+            logits = logits_rows[-1]
+            probs = F.softmax(logits / settings.temperature, dim=-1)
+            sorted_probs, order = torch.sort(probs, descending=True)
+            cumulative = torch.cumsum(sorted_probs, dim=-1)
+            sorted_probs[cumulative - sorted_probs >= settings.top_p] = 0
+            sorted_probs /= sorted_probs.sum()
+            filtered = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+            next_id = torch.multinomial(filtered, 1, generator=generator).item()
+            filtered_rows.append(filtered)
+            ids.append(next_id)
+            logits, h = model(torch.tensor([[next_id]], device=device), h)
+            states.append(h[:, 0])
+            logits_rows.append(logits[0, -1])
+        logits = torch.stack(logits_rows)
+        probs_rows = F.softmax(logits, -1)
+        tokens = torch.tensor(ids, device=device)
+        build_trace(StepWeights.of(model), vocab=model.vocab, prompt_len=len(prompt), settings=settings,
+                    tokens=tokens, hidden=torch.stack(states), logits=logits,
+                    filtered=torch.cat([probs_rows[: len(prompt) - 1], torch.stack(filtered_rows), probs_rows[-1:]]))
+    return model.tokenizer.decode(ids)
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def compare(model: CharRNN, prompt: str, settings: DecodeSettings, repeats: int) -> dict:
+    device = model.device
+    warm = DecodeSettings(200, settings.temperature, settings.top_k, settings.top_p, settings.seed)
+    naive_generate(model, prompt, warm)
+    model.generate(prompt, settings)  # also captures the CUDA graph for these settings
+    naive, ours = [], []
+    for _ in range(repeats):  # alternate, so both see the same drift in machine load
+        naive.append(timed(lambda: naive_generate(model, prompt, settings), device))
+        ours.append(timed(lambda: model.generate(prompt, settings), device))
+    n = settings.max_new_chars
+    naive_s, ours_s = statistics.median(naive), statistics.median(ours)
+    return {
+        "device": device_name(device),
+        "naive_chars_per_s": round(n / naive_s), "charrnn_chars_per_s": round(n / ours_s),
+        "naive_us_per_step": round(naive_s / n * 1e6, 1), "charrnn_us_per_step": round(ours_s / n * 1e6, 1),
+        "speedup": round(naive_s / ours_s, 2),
+        "naive_seconds": [round(t, 4) for t in naive], "charrnn_seconds": [round(t, 4) for t in ours],
+    }
+
+
+def training_throughput(model: CharRNN, steps: int) -> dict:
+    """Chars/s of forward + backward + AdamW steps in the shipped training configuration."""
+    info = model.training_info or {}
+    batch, seq = info.get("batch_size", 128), info.get("seq_len", 128)
+    device = model.device
+    trainee = CharRNN(model.vocab, model.embedding_dim, model.hidden_size, model.num_layers, model.dropout).to(device)
+    trainee.train()
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=1e-3)
+    data = torch.randint(0, len(model.vocab), (batch, seq + 1), device=device)
+
+    def step():
+        logits, _ = trainee(data[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), data[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainee.parameters(), 1.0)
+        optimizer.step()
+
+    step()
+    seconds = timed(lambda: [step() for _ in range(steps)], device)
+    return {"train_batch": batch, "train_seq_len": seq, "train_chars_per_s": round(steps * batch * seq / seconds)}
+
+
+def cuda_floor(model: CharRNN, us_per_step: float) -> dict:
+    """What one decode step cannot go below on this GPU: reading the weights once, and launching kernels."""
+    device = model.device
+    weights = StepWeights.of(model)
+    read_per_step = [weights.w_hh, weights.head_w, weights.head_b, weights.b_hh,
+                     *[w for w in weights.w_ih if w is not None], *weights.b_ih[1:]]
+    weight_bytes = sum(t.numel() * t.element_size() for t in read_per_step) \
+        + weights.input_proj.shape[1] * weights.input_proj.element_size()
+    big = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
+    copy = torch.empty_like(big)
+    copy.copy_(big)
+    seconds = timed(lambda: [copy.copy_(big) for _ in range(20)], device) / 20
+    bandwidth = 2 * big.numel() / seconds  # bytes read + written per second
+    tiny = torch.zeros(1, device=device)
+    launches = 2000
+    for _ in range(100):
+        tiny.add_(1)
+    launch_us = timed(lambda: [tiny.add_(1) for _ in range(launches)], device) / launches * 1e6
+    floor_us = weight_bytes / bandwidth * 1e6
+    return {"weight_bytes_per_step": weight_bytes, "memory_bandwidth_GBps": round(bandwidth / 1e9),
+            "bandwidth_floor_us_per_step": round(floor_us, 2), "kernel_launch_us": round(launch_us, 2),
+            "charrnn_us_per_step": us_per_step, "charrnn_over_bandwidth_floor": round(us_per_step / floor_us, 1)}
+
+
+def agreement(cpu_model: CharRNN, cuda_model: CharRNN, prompt: str, seeds: int, chars: int) -> dict:
+    same = 0
+    first_difference = []
+    for seed in range(seeds):
+        settings = DecodeSettings(chars, 0.8, 0, 0.95, seed)
+        a, b = cpu_model.generate(prompt, settings).text, cuda_model.generate(prompt, settings).text
+        same += a == b
+        if a != b:
+            first_difference.append(next(i for i, (x, y) in enumerate(zip(a + "\0", b + "\1")) if x != y))
+    return {"seeds": seeds, "chars": chars, "identical": same,
+            "first_difference_at": first_difference}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def table(runs: list[dict]) -> str:
+    lines = [f"{'device':<34} {'naive chars/s':>14} {'charrnn chars/s':>16} {'naive us/step':>14} "
+             f"{'charrnn us/step':>16} {'speedup':>8}"]
+    for r in runs:
+        lines.append(f"{r['device']:<34} {r['naive_chars_per_s']:>14,} {r['charrnn_chars_per_s']:>16,} "
+                     f"{r['naive_us_per_step']:>14} {r['charrnn_us_per_step']:>16} {r['speedup']:>7}x")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m charrnn.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="weights/tiny-shakespeare")
+    parser.add_argument("--prompt", default="ROMEO:")
+    parser.add_argument("--chars", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--devices", default="auto", help="auto (cpu, and cuda when present), cpu or cuda")
+    parser.add_argument("--train-steps", type=int, default=5, help="steps timed for training throughput")
+    parser.add_argument("--agreement-seeds", type=int, default=100, help="CPU/CUDA same-text check (CUDA only)")
+    args = parser.parse_args(argv)
+    settings = DecodeSettings(max_new_chars=args.chars, temperature=0.8, top_k=0, top_p=0.95, seed=1)
+    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+               "cpu": ["cpu"], "cuda": ["cuda"]}[args.devices]
+    runs, models = [], {}
+    with torch.inference_mode(False):
+        for name in devices:
+            model = models[name] = CharRNN.from_pretrained(args.model, device=name)
+            run = compare(model, args.prompt, settings, args.repeats)
+            run.update(training_throughput(model, args.train_steps * (10 if name == "cuda" else 1)))
+            if name == "cuda":
+                run["floor"] = cuda_floor(model, run["charrnn_us_per_step"])
+            runs.append(run)
+    result = {**{k: v for k, v in runs[-1].items() if k != "floor"}, "model": args.model, "chars": args.chars,
+              "repeats": args.repeats, "settings": settings.__dict__, "torch": torch.__version__, "runs": runs}
+    if "cuda" in models and args.agreement_seeds:
+        cpu_model = models.get("cpu") or CharRNN.from_pretrained(args.model, device="cpu")
+        result["cpu_cuda_agreement"] = agreement(cpu_model, models["cuda"], args.prompt, args.agreement_seeds, 300)
+    print(table(runs))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
