@@ -130,10 +130,39 @@ def cuda_floor(model: CharRNN, us_per_step: float) -> dict:
     for _ in range(100):
         tiny.add_(1)
     launch_us = timed(lambda: [tiny.add_(1) for _ in range(launches)], device) / launches * 1e6
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(200):
+            tiny.add_(1)
+    graph.replay()
+    in_graph_us = timed(lambda: [graph.replay() for _ in range(20)], device) / (20 * 200) * 1e6
+    kernels = kernels_per_step(model)
     floor_us = weight_bytes / bandwidth * 1e6
     return {"weight_bytes_per_step": weight_bytes, "memory_bandwidth_GBps": round(bandwidth / 1e9),
             "bandwidth_floor_us_per_step": round(floor_us, 2), "kernel_launch_us": round(launch_us, 2),
+            "kernel_in_graph_us": round(in_graph_us, 2), "kernels_per_step": kernels,
+            "launch_floor_us_per_step": round(kernels * in_graph_us, 1),
             "charrnn_us_per_step": us_per_step, "charrnn_over_bandwidth_floor": round(us_per_step / floor_us, 1)}
+
+
+def kernels_per_step(model: CharRNN) -> int:
+    """GPU kernels one decode step launches (what each step of the CUDA graph replays)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .decode import Record, step_weights
+
+    settings = DecodeSettings(temperature=0.8, top_p=0.95)
+    weights = step_weights(model)
+    record = Record.empty(2, weights, model.device)
+    h = torch.zeros(model.num_layers, 1, model.hidden_size, device=model.device)
+    noise = torch.ones(1, len(model.vocab), device=model.device)
+    with torch.inference_mode():
+        record.step(0, weights, settings, record.tokens[:1], h, noise, record.tokens[1:2])
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            record.step(0, weights, settings, record.tokens[:1], h, noise, record.tokens[1:2])
+            torch.cuda.synchronize()
+    return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
 
 
 def agreement(cpu_model: CharRNN, cuda_model: CharRNN, prompt: str, seeds: int, chars: int) -> dict:

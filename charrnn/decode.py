@@ -31,19 +31,20 @@ class DecodeUpdate:
     trace: Trace | None = None
 
 
-def decode_step(weights: StepWeights, token: torch.Tensor, h: torch.Tensor):
-    """Read one character (token [1]) in state h [layers, 1, H]: next-character logits [1, vocab], new state."""
+def decode_step(weights: StepWeights, token: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor,
+                logits_out: torch.Tensor) -> None:
+    """Read one character (token [1]) in state h [layers, 1, H]: write every layer's new state into h_out
+    [layers, 1, H] and the next-character logits into logits_out [1, vocab]."""
     gh = weights.every_layer_hidden_gates(h)
-    below, states = None, []
+    below = None
     for layer in range(h.shape[0]):
-        below = gru_update(weights.input_gates(layer, token, below), gh[layer], h[layer])[2]
-        states.append(below)
-    return weights.logits(below), torch.stack(states)
+        below = gru_update(weights.input_gates(layer, token, below), gh[layer], h[layer], out=h_out[layer])[2]
+    weights.logits(below, out=logits_out)
 
 
 @dataclass
 class Record:
-    """What the loop keeps per position (T = prompt + generated, padded on CUDA to whole chunks)."""
+    """What the loop keeps per position t, "after reading tokens[t]" (padded on CUDA to whole chunks)."""
 
     tokens: torch.Tensor  # [T]
     hidden: torch.Tensor  # [T, layers, H]
@@ -57,20 +58,27 @@ class Record:
                    torch.empty(length, layers, hidden, device=device),
                    torch.empty(length, vocab, device=device), torch.empty(length, vocab, device=device))
 
-    def write(self, t: int, h: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor) -> None:
-        self.hidden[t] = h[:, 0]
-        self.logits[t] = logits[0]
-        self.filtered[t] = filtered[0]
+    def step(self, t: int, weights: StepWeights, settings: DecodeSettings, token: torch.Tensor, h: torch.Tensor,
+             noise: torch.Tensor | None = None, sample_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Read `token` in state h and fill row t: states, logits, filtered distribution; given a noise row,
+        also sample the next character into sample_out. Everything is written in place (no copies, and on
+        CUDA fewer kernels per step). Returns the new state, a view of row t."""
+        h_out = self.hidden[t].unsqueeze(1)
+        logits = self.logits[t : t + 1]
+        decode_step(weights, token, h, h_out, logits)
+        filtered = filter_probs(logits, settings, out=self.filtered[t : t + 1])
+        if noise is not None:
+            race(filtered, noise, out=sample_out)
+        return h_out
 
     def trimmed(self, length: int) -> "Record":
         return Record(self.tokens[:length], self.hidden[:length], self.logits[:length], self.filtered[:length])
 
 
-def read_prompt(weights, record, prompt_len, settings, h, end):
+def read_prompt(weights, record, settings, h, end):
     """Eager steps over positions [0, end) of the prompt; returns the state after them."""
     for t in range(end):
-        logits, h = decode_step(weights, record.tokens[t : t + 1], h)
-        record.write(t, h, logits, filter_probs(logits, settings))
+        h = record.step(t, weights, settings, record.tokens[t : t + 1], h)
     return h
 
 
@@ -78,25 +86,28 @@ def decode_eager(weights, record, prompt_len, settings, noise, chunk_size):
     """All steps eagerly (the CPU path). Yields each chunk of new token ids as soon as it is written."""
     layers, hidden, _ = weights.shape
     h = torch.zeros(layers, 1, hidden, device=record.tokens.device)
-    h = read_prompt(weights, record, prompt_len, settings, h, prompt_len - 1)
+    h = read_prompt(weights, record, settings, h, prompt_len - 1)
     total = record.tokens.shape[0]
-    pending = []
+    first = prompt_len
     for t in range(prompt_len - 1, total):
-        logits, h = decode_step(weights, record.tokens[t : t + 1], h)
-        filtered = filter_probs(logits, settings)
-        record.write(t, h, logits, filtered)
         if t + 1 < total:
-            record.tokens[t + 1] = race(filtered[0], noise[t + 1 - prompt_len])
-            pending.append(t + 1)
-            if len(pending) == chunk_size:
-                yield record.tokens[pending[0] : pending[-1] + 1].tolist()
-                pending = []
-    if pending:
-        yield record.tokens[pending[0] : pending[-1] + 1].tolist()
+            row = t + 1 - prompt_len
+            h = record.step(t, weights, settings, record.tokens[t : t + 1], h, noise[row : row + 1],
+                            record.tokens[t + 1 : t + 2])
+        else:  # the last character is read for its trace; nothing follows it
+            h = record.step(t, weights, settings, record.tokens[t : t + 1], h)
+        if t + 2 - first == chunk_size or t + 2 == total:
+            yield record.tokens[first : t + 2].tolist()
+            first = t + 2
 
 
 class GraphDecoder:
-    """`chunk_size` decode steps captured in one CUDA graph, for one model and one set of filter settings."""
+    """`chunk_size` decode steps captured in one CUDA graph, for one model and one set of filter settings.
+
+    Step i reads the character step i - 1 wrote (the first reads `token`) and the state it wrote (the first
+    reads `h`); the graph ends by carrying its last character and state over into `token` and `h`, so the
+    next replay continues where this one stopped.
+    """
 
     def __init__(self, weights: StepWeights, settings: DecodeSettings, chunk_size: int):
         device = weights.head_b.device
@@ -116,22 +127,18 @@ class GraphDecoder:
             self._steps()
 
     def _steps(self):
+        token, h, out = self.token, self.h, self.out
         for i in range(self.chunk_size):
-            logits, h = decode_step(self.weights, self.token, self.h)
-            filtered = filter_probs(logits, self.settings)
-            choice = race(filtered, self.noise[i : i + 1])
-            self.out.write(i, h, logits, filtered)
-            self.out.tokens[i : i + 1].copy_(choice)
-            self.token.copy_(choice)
-            self.h.copy_(h)
+            h = out.step(i, self.weights, self.settings, token, h, self.noise[i : i + 1], out.tokens[i : i + 1])
+            token = out.tokens[i : i + 1]
+        self.token.copy_(token)
+        self.h.copy_(h)
 
 
 def decode_cuda_graph(model, weights, record, prompt_len, settings, noise, chunk_size):
     """The prompt eagerly, then the generated part as graph replays; yields each chunk's token ids."""
-    device = record.tokens.device
     decoder = graph_decoder(model, weights, settings, chunk_size)
-    h = torch.zeros_like(decoder.h)
-    h = read_prompt(weights, record, prompt_len, settings, h, prompt_len - 1)
+    h = read_prompt(weights, record, settings, torch.zeros_like(decoder.h), prompt_len - 1)
     decoder.token.copy_(record.tokens[prompt_len - 1 : prompt_len])
     decoder.h.copy_(h)
     chunks = noise.shape[0] // chunk_size

@@ -69,8 +69,8 @@ class StepWeights:
         product per layer."""
         return torch.baddbmm(self.b_hh, h, self.w_hh.transpose(1, 2))
 
-    def logits(self, h_top: torch.Tensor) -> torch.Tensor:
-        return torch.addmm(self.head_b, h_top, self.head_w.t())
+    def logits(self, h_top: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.addmm(self.head_b, h_top, self.head_w.t(), out=out)
 
 
 @dataclass

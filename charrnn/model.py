@@ -75,17 +75,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor):
+def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: torch.Tensor | None = None):
     """The GRU equations, exactly as torch.nn.GRU computes them.
 
     gi = W_ih x_t + b_ih and gh = W_hh h_{t-1} + b_hh, each [..., 3H] in the order (r, z, n).
-    Returns the reset gate r_t, the update gate z_t and the new state h_t = (1 - z_t) n_t + z_t h_{t-1}.
-    Works for one step or for many steps at once (given every step's h_{t-1}).
+    Returns the reset gate r_t, the update gate z_t and the new state h_t = (1 - z_t) n_t + z_t h_{t-1}
+    (written into `out` when given). Works for one step or for many steps at once (given every h_{t-1}).
     """
     hidden = h_prev.shape[-1]
     reset_gate, update_gate = torch.sigmoid(gi[..., : 2 * hidden] + gh[..., : 2 * hidden]).chunk(2, dim=-1)
     candidate = torch.tanh(torch.addcmul(gi[..., 2 * hidden :], reset_gate, gh[..., 2 * hidden :]))
-    return reset_gate, update_gate, torch.lerp(candidate, h_prev, update_gate)
+    return reset_gate, update_gate, torch.lerp(candidate, h_prev, update_gate, out=out)
 
 
 class CharRNN(

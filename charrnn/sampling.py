@@ -46,28 +46,30 @@ class DecodeSettings:
         return self.temperature == 0
 
 
-def filter_probs(logits: torch.Tensor, settings: DecodeSettings) -> torch.Tensor:
+def filter_probs(logits: torch.Tensor, settings: DecodeSettings, out: torch.Tensor | None = None) -> torch.Tensor:
     """The distribution sampled from: softmax(logits / temperature), then top-k, then top-p, renormalised.
 
     Top-p keeps the smallest most-likely-first set whose cumulative probability (after top-k) reaches top_p;
     the token that crosses top_p stays, so the most likely token always stays. Temperature 0 gives a one-hot
-    at the argmax. Works on [..., vocab] with no data-dependent control flow, so it runs inside a CUDA graph.
+    at the argmax. Works on [..., vocab] with no data-dependent control flow, so it runs inside a CUDA graph;
+    writes into `out` when given.
     """
+    out = torch.empty_like(logits) if out is None else out
     if settings.greedy:
-        return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
+        return out.zero_().scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
     probs = torch.softmax(logits / settings.temperature, dim=-1)
     vocab_size = logits.shape[-1]
     top_k = settings.top_k if 0 < settings.top_k < vocab_size else 0
     if top_k == 0 and settings.top_p >= 1:
-        return probs
+        return out.copy_(probs)
     ranked, order = probs.sort(dim=-1, descending=True)
     if top_k:
         ranked = ranked * (torch.arange(vocab_size, device=logits.device) < top_k)
     if settings.top_p < 1:
-        mass_before = ranked.cumsum(-1) - ranked
-        ranked = ranked * (mass_before < settings.top_p * ranked.sum(-1, keepdim=True))
-    ranked = ranked / ranked.sum(-1, keepdim=True)
-    return torch.zeros_like(probs).scatter_(-1, order, ranked)
+        cumulative = ranked.cumsum(-1)
+        # keep a character if the mass ranked before it is still short of top_p (of what top-k kept)
+        ranked = ranked * (cumulative - ranked < settings.top_p * cumulative[..., -1:])
+    return out.zero_().scatter_(-1, order, ranked / ranked.sum(-1, keepdim=True))
 
 
 def race_noise(settings: DecodeSettings, steps: int, vocab_size: int) -> torch.Tensor:
@@ -76,8 +78,8 @@ def race_noise(settings: DecodeSettings, steps: int, vocab_size: int) -> torch.T
     return torch.empty(steps, vocab_size).exponential_(generator=generator)
 
 
-def race(filtered: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def race(filtered: torch.Tensor, noise: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """Sample from `filtered` by the exponential race: argmax(p / E) with E ~ Exp(1) is a draw from p, needs no
     host synchronisation, and picks the same character wherever the same noise is used. Greedy rows (one-hot)
     pick their argmax."""
-    return (filtered / noise).argmax(-1)
+    return torch.argmax(filtered / noise, dim=-1, out=out)

@@ -3,6 +3,7 @@ validation loss saved in Hub layout, and a resumable checkpoint beside it (safet
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -24,6 +25,16 @@ def hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+@contextlib.contextmanager
+def tf32_matmuls():
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def learning_rate(step: int, total: int, lr: float, min_lr: float, warmup: int) -> float:
@@ -106,8 +117,6 @@ def train(
             raise DataError(f"--resume: no checkpoint in {checkpoint} (train once without --resume first)")
         info = load_state(checkpoint, model, optimizer)
     generator = torch.Generator(device=device).manual_seed(seed + info["step"])
-    torch.backends.cuda.matmul.allow_tf32 = True  # training only; decoding keeps full float32
-
     def metadata(val_loss, best_step, seconds):
         return {
             "data": str(text), "data_chars": len(corpus), "train_chars": len(train_part), "val_chars": len(val_part),
@@ -118,48 +127,49 @@ def train(
             "command": command or f"charrnn.train.train({str(text)!r}, {str(out)!r}, ...)",
         }
 
-    chars_per_step = batch_size * seq_len
-    offsets = torch.arange(seq_len + 1, device=device)
-    bar = tqdm(total=steps, initial=info["step"], unit="step", dynamic_ncols=True, disable=not progress,
-               mininterval=1.0)
-    started = time.perf_counter() - info["seconds"]
-    window_start, window_steps = time.perf_counter(), 0
-    model.train()
-    while info["step"] < steps:
-        step = info["step"]
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, min_lr, warmup)
-        starts = torch.randint(0, len(train_ids) - seq_len, (batch_size,), device=device, generator=generator)
-        batch = train_ids[starts[:, None] + offsets]
-        logits, _ = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        info["step"] = step + 1
-        window_steps += 1
-        bar.update(1)
-        last = info["step"] == steps
-        if window_steps % 20 == 0 or last:
-            now = time.perf_counter()
-            bar.set_postfix(loss=f"{loss.item():.3f}", chars_s=f"{window_steps * chars_per_step / (now - window_start):,.0f}",
-                            best_val=f"{info['best_val']:.4f}" if info["best_val"] else "-")
-            window_start, window_steps = now, 0
-        if info["step"] % eval_every == 0 or last:
-            val = loss_over_windows(model, val_ids)
-            info["seconds"] = time.perf_counter() - started
-            improved = info["best_val"] is None or val < info["best_val"]
-            if improved:
-                info["best_val"], info["best_step"] = val, info["step"]
-                model.training_info = metadata(val, info["step"], info["seconds"])
-                model.save_pretrained(out)
-            bar.write(f"step {info['step']}/{steps}: train loss {loss.item():.4f}, val loss {val:.4f} nats/char"
-                      + (" (best, saved)" if improved else f" (best {info['best_val']:.4f} at {info['best_step']})"))
-            model.training_info = metadata(info["best_val"], info["best_step"], info["seconds"])
-            save_state(checkpoint, model, optimizer, info)
-            window_start = time.perf_counter()
-    bar.close()
+    with tf32_matmuls():  # faster training; decoding elsewhere keeps full float32
+        chars_per_step = batch_size * seq_len
+        offsets = torch.arange(seq_len + 1, device=device)
+        bar = tqdm(total=steps, initial=info["step"], unit="step", dynamic_ncols=True, disable=not progress,
+                   mininterval=1.0)
+        started = time.perf_counter() - info["seconds"]
+        window_start, window_steps = time.perf_counter(), 0
+        model.train()
+        while info["step"] < steps:
+            step = info["step"]
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, steps, lr, min_lr, warmup)
+            starts = torch.randint(0, len(train_ids) - seq_len, (batch_size,), device=device, generator=generator)
+            batch = train_ids[starts[:, None] + offsets]
+            logits, _ = model(batch[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            info["step"] = step + 1
+            window_steps += 1
+            bar.update(1)
+            last = info["step"] == steps
+            if window_steps % 20 == 0 or last:
+                now = time.perf_counter()
+                bar.set_postfix(loss=f"{loss.item():.3f}", chars_s=f"{window_steps * chars_per_step / (now - window_start):,.0f}",
+                                best_val=f"{info['best_val']:.4f}" if info["best_val"] else "-")
+                window_start, window_steps = now, 0
+            if info["step"] % eval_every == 0 or last:
+                val = loss_over_windows(model, val_ids)
+                info["seconds"] = time.perf_counter() - started
+                improved = info["best_val"] is None or val < info["best_val"]
+                if improved:
+                    info["best_val"], info["best_step"] = val, info["step"]
+                    model.training_info = metadata(val, info["step"], info["seconds"])
+                    model.save_pretrained(out)
+                bar.write(f"step {info['step']}/{steps}: train loss {loss.item():.4f}, val loss {val:.4f} nats/char"
+                          + (" (best, saved)" if improved else f" (best {info['best_val']:.4f} at {info['best_step']})"))
+                model.training_info = metadata(info["best_val"], info["best_step"], info["seconds"])
+                save_state(checkpoint, model, optimizer, info)
+                window_start = time.perf_counter()
+        bar.close()
     # The saved model's card records the whole run's length and time, not only the moment it was best.
     best = CharRNN.from_pretrained(out, device=device)
     best.training_info = metadata(info["best_val"], info["best_step"], time.perf_counter() - started)
