@@ -18,15 +18,24 @@ class UnknownCharactersError(ValueError):
         )
 
 
+WHITESPACE_SYMBOLS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
+
+
+def visible_char(c: str) -> str:
+    """The character as a visible symbol: space, newline and tab become ␣, ↵ and ⇥."""
+    if c in WHITESPACE_SYMBOLS:
+        return WHITESPACE_SYMBOLS[c]
+    return c if c.isprintable() else f"U+{ord(c):04X}"
+
+
 def show_char(c: str) -> str:
-    """A character written so that whitespace and control characters are visible."""
-    return {" ": "'␣' (space)", "\n": "'↵' (newline)", "\t": "'⇥' (tab)", "\r": "'\\r'"}.get(
-        c, repr(c) if c.isprintable() else f"U+{ord(c):04X}"
-    )
+    """A character quoted for a message, whitespace named."""
+    names = {" ": "space", "\n": "newline", "\t": "tab", "\r": "carriage return"}
+    return f"'{visible_char(c)}'" + (f" ({names[c]})" if c in names else "")
 
 
 def show_vocab(vocab: str) -> str:
-    return repr(vocab.replace("\n", "↵").replace(" ", "␣"))
+    return repr("".join(visible_char(c) for c in vocab))
 
 
 class Vocab:

@@ -46,3 +46,22 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The playground, launched once on a loopback port for the HTTP and browser tests."""
+    import app
+
+    _, url, _ = app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                                quiet=True, **app.LAUNCH)
+    yield url.rstrip("/")
+    app.demo.close()

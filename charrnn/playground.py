@@ -1,0 +1,181 @@
+"""What the playground page does, apart from its layout: checking inputs, loading and caching models,
+streaming a generation and turning its Trace into figures. app.py wires these to Gradio components."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import figures
+from .gates import Trace
+from .model import CharRNN
+from .sampling import MAX_SEED, DecodeSettings
+from .vocab import UnknownCharactersError, show_vocab
+
+SHIPPED_MODEL = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare")
+MAX_NEW_CHARS = 2000  # the page's cap; the library has none
+MAX_TEMPERATURE = 5.0
+STREAM_EVERY_S = 0.08  # how often the page receives the growing text
+
+
+def default_model() -> str:
+    return os.environ.get("CHARRNN_MODEL") or SHIPPED_MODEL
+
+
+class InputError(ValueError):
+    """Something the person typed or chose cannot be used; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    source: str
+    revision: str | None = None
+
+    def __str__(self) -> str:
+        return self.source + (f" @ {self.revision}" if self.revision else "")
+
+
+class ModelCache:
+    """Loaded models by (source, revision), the most recently used kept; loads happen once per key."""
+
+    def __init__(self, size: int = 4, device: str = "auto"):
+        self.size, self.device = size, device
+        self.models: OrderedDict[ModelKey, CharRNN] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: ModelKey) -> CharRNN:
+        with self.lock:
+            if key not in self.models:
+                self.models[key] = CharRNN.from_pretrained(key.source, revision=key.revision, device=self.device)
+                while len(self.models) > self.size:
+                    self.models.popitem(last=False)
+            self.models.move_to_end(key)
+            return self.models[key]
+
+
+def model_key(source: str | None, revision: str | None) -> ModelKey:
+    source = (source or "").strip()
+    if not source:
+        raise InputError("Model: give a Hugging Face Hub repo id (owner/name) or a local folder")
+    return ModelKey(source, (revision or "").strip() or None)
+
+
+def device_description(model: CharRNN) -> str:
+    if model.device.type == "cuda":
+        return f"GPU ({torch.cuda.get_device_name(model.device)})"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def describe_model(key: ModelKey, model: CharRNN) -> str:
+    parameters = sum(p.numel() for p in model.parameters())
+    loss = (model.training_info or {}).get("val_loss")
+    return (f"**{key}**: GRU {model.num_layers} × {model.hidden_size}, {parameters / 1e6:.1f}M parameters"
+            + (f", validation loss {loss:.3f} nats/char" if loss else "")
+            + f". Sampling on **{device_description(model)}**.  \n"
+            f"Vocabulary ({len(model.vocab)} characters): `{show_vocab(model.vocab)[1:-1]}`")
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+        try:
+            value = float(value)
+        except ValueError:
+            raise InputError(f"{name} must be a whole number from {low:,} to {high:,}, not {value!r}") from None
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value != int(value) or not low <= value <= high:
+        raise InputError(f"{name} must be a whole number from {low:,} to {high:,}, not {value!r}")
+    return int(value)
+
+
+def number(value, name: str, low: float, high: float, low_open: bool = False) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    bad = (value is None or isinstance(value, bool) or not isinstance(value, (int, float))
+           or not math.isfinite(value) or value > high or (value <= low if low_open else value < low))
+    if bad:
+        interval = f"{'above' if low_open else 'from'} {low:g} {'up to' if low_open else 'to'} {high:g}"
+        raise InputError(f"{name} must be a number {interval}, not {value!r}")
+    return float(value)
+
+
+def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_p, seed) -> DecodeSettings:
+    """The page's inputs as DecodeSettings, or InputError naming what is wrong and what is allowed."""
+    if not isinstance(prompt, str) or not prompt:
+        raise InputError("The prompt is empty: type at least one character for the model to start from")
+    unknown = model.tokenizer.unknown(prompt)
+    if unknown:
+        raise InputError(str(UnknownCharactersError(unknown, model.vocab)).replace(
+            " (or drop unknown characters instead)", ": remove or replace them"))
+    return DecodeSettings(
+        max_new_chars=whole_number(max_new_chars, "Number of characters", 1, MAX_NEW_CHARS),
+        temperature=number(temperature, "Temperature", 0, MAX_TEMPERATURE),
+        top_k=whole_number(top_k, "Top-k", 0, len(model.vocab)),
+        top_p=number(top_p, "Top-p", 0, 1, low_open=True),
+        seed=whole_number(seed, "Seed", 0, MAX_SEED),
+    )
+
+
+def stream(model: CharRNN, prompt: str, settings: DecodeSettings) -> Iterator[tuple[str, Trace | None, float]]:
+    """(text so far, None, seconds) at most every STREAM_EVERY_S, then (text, trace, seconds) once."""
+    started = last = time.perf_counter()
+    for update in model.stream(prompt, settings):
+        now = time.perf_counter()
+        if update.trace is not None:
+            yield update.text, update.trace, now - started
+        elif now - last >= STREAM_EVERY_S:
+            last = now
+            yield update.text, None, now - started
+
+
+@dataclass(frozen=True)
+class View:
+    """How the gate figures and the unit text view are shown; changing it redraws from the stored trace."""
+
+    layer: int = 0  # 0-based
+    order: str = "variance"
+    max_units: int = 64
+    unit_kind: str = "hidden"
+    unit_layer: int = 0
+    unit: int = 0
+
+    def fitted(self, trace: Trace) -> "View":
+        """The view clamped to the trace's model (a smaller model may have fewer layers or units)."""
+        layers, _, hidden = trace.hidden.shape
+        return replace(self, layer=min(self.layer, layers - 1), unit_layer=min(self.unit_layer, layers - 1),
+                       unit=min(self.unit, hidden - 1))
+
+
+def gate_figures(trace: Trace, view: View):
+    view = view.fitted(trace)
+    return (figures.gate_figure(trace, "reset", view.layer, view.order, view.max_units),
+            figures.gate_figure(trace, "update", view.layer, view.order, view.max_units))
+
+
+def unit_view(trace: Trace, view: View) -> str:
+    view = view.fitted(trace)
+    return figures.activation_html(trace, view.unit_kind, view.unit_layer, view.unit)
+
+
+def all_figures(trace: Trace, view: View) -> dict:
+    reset, update = gate_figures(trace, view)
+    return {"probabilities": figures.probability_figure(trace), "reset": reset, "update": update,
+            "saturation": figures.saturation_figure(trace), "surprisal": figures.surprisal_html(trace),
+            "unit": unit_view(trace, view)}
+
+
+def summary(trace: Trace, seconds: float) -> str:
+    new = len(trace.generated)
+    return (f"Wrote {new:,} characters in {seconds:.2f} s on {trace.device.split(':')[0].upper()} "
+            f"({new / max(seconds, 1e-9):,.0f} chars/s); figures cover all {len(trace.text):,} steps.")

@@ -1,0 +1,102 @@
+"""The launched playground over HTTP with gradio_client: /generate, errors, model loading, independence."""
+
+import threading
+
+import pytest
+from gradio_client import Client
+
+from charrnn import DecodeSettings
+
+
+@pytest.fixture
+def client(app_url):
+    client = Client(app_url, verbose=False)
+    yield client
+    client.close()
+
+
+def generate(client, prompt="ROMEO:", max_new_chars=120, temperature=0.8, top_k=0, top_p=0.95, seed=1):
+    return client.predict(prompt=prompt, max_new_chars=max_new_chars, temperature=temperature, top_k=top_k,
+                          top_p=top_p, seed=seed, api_name="/generate")
+
+
+def test_the_endpoint_has_the_documented_parameters(client):
+    parameters = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == ["prompt", "max_new_chars", "temperature", "top_k",
+                                                         "top_p", "seed"]
+
+
+def test_generate_returns_the_text_first_and_the_figures(client, shipped):
+    result = generate(client)
+    text = result[0]
+    assert text == shipped.generate("ROMEO:", DecodeSettings(120, 0.8, 0, 0.95, 1)).text
+    assert "Wrote 120 characters" in result[1]
+    probabilities = result[2]
+    assert probabilities["type"] == "plotly" and '"sliders"' in probabilities["plot"]
+    assert "<span" in result[6] and "<span" in result[7]
+
+
+def test_same_seed_same_text_and_another_seed_another(client):
+    first, again, other = (generate(client, seed=s)[0] for s in (5, 5, 6))
+    assert first == again and first != other
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(prompt=""), "The prompt is empty"),
+    (dict(prompt="Señor"), "outside the model's vocabulary: 'ñ'"),
+    (dict(top_k=2.5), "Top-k must be a whole number"),
+    (dict(seed=-4), "Seed must be a whole number from 0"),
+    (dict(max_new_chars=5000), "greater than maximum value 2000"),
+    (dict(top_p=0), "less than minimum value 0.01"),
+])
+def test_bad_input_is_an_error_and_the_next_request_still_works(client, kwargs, message):
+    with pytest.raises(Exception, match=message):
+        generate(client, **kwargs)
+    assert generate(client, seed=9)[0].startswith("ROMEO:")
+
+
+def test_loading_a_model_switches_this_session_and_a_failed_load_keeps_it(client, tmp_path, tiny):
+    tiny.save_pretrained(tmp_path / "tiny")
+    default_text = generate(client, seed=3)[0]
+    loaded = client.predict(source=str(tmp_path / "tiny"), revision="", api_name="/load_model")
+    assert "GRU 2 × 16" in loaded[0]
+    tiny_text = generate(client, seed=3)[0]
+    assert tiny_text == tiny.generate("ROMEO:", DecodeSettings(120, 0.8, 0, 0.95, 3)).text != default_text
+    with pytest.raises(Exception, match="not a local folder and not a Hub repo id.*previous model stays"):
+        client.predict(source=str(tmp_path / "nope" / "x"), revision="", api_name="/load_model")
+    with pytest.raises(Exception, match="is not a charrnn model"):
+        (tmp_path / "broken").mkdir()
+        (tmp_path / "broken" / "config.json").write_text("{}")
+        (tmp_path / "broken" / "model.safetensors").write_bytes((tmp_path / "tiny" / "model.safetensors").read_bytes())
+        client.predict(source=str(tmp_path / "broken"), revision="", api_name="/load_model")
+    assert generate(client, seed=3)[0] == tiny_text
+
+
+def test_other_sessions_keep_the_default_model(app_url, shipped):
+    fresh = Client(app_url, verbose=False)
+    try:
+        assert generate(fresh, seed=3)[0] == shipped.generate("ROMEO:", DecodeSettings(120, 0.8, 0, 0.95, 3)).text
+    finally:
+        fresh.close()
+
+
+def test_concurrent_users_get_their_own_results(app_url):
+    seeds = [11, 12, 13, 14]
+    alone = {}
+    for s in seeds:
+        c = Client(app_url, verbose=False)
+        alone[s] = generate(c, seed=s, max_new_chars=200)[0]
+        c.close()
+    together = {}
+
+    def user(s):
+        c = Client(app_url, verbose=False)
+        together[s] = generate(c, seed=s, max_new_chars=200)[0]
+        c.close()
+
+    threads = [threading.Thread(target=user, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert together == alone

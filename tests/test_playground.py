@@ -1,0 +1,63 @@
+"""The page's logic without the page: input checks, the model cache, streaming and views."""
+
+import pytest
+
+from charrnn import DecodeSettings, ModelLoadError
+from charrnn import playground as pg
+
+
+@pytest.mark.parametrize("args,message", [
+    (("", 100, 0.8, 0, 0.95, 1), "The prompt is empty"),
+    ((None, 100, 0.8, 0, 0.95, 1), "The prompt is empty"),
+    (("Señor", 100, 0.8, 0, 0.95, 1), "'ñ'"),
+    (("ROMEO", 0, 0.8, 0, 0.95, 1), "Number of characters must be a whole number from 1 to 2,000"),
+    (("ROMEO", 2001, 0.8, 0, 0.95, 1), "from 1 to 2,000, not 2001"),
+    (("ROMEO", 12.5, 0.8, 0, 0.95, 1), "Number of characters must be a whole number"),
+    (("ROMEO", 10, -1, 0, 0.95, 1), "Temperature must be a number from 0 to 5"),
+    (("ROMEO", 10, float("nan"), 0, 0.95, 1), "Temperature must be a number"),
+    (("ROMEO", 10, 0.8, 66, 0.95, 1), "Top-k must be a whole number from 0 to 65"),
+    (("ROMEO", 10, 0.8, 0, 0, 1), "Top-p must be a number above 0 up to 1"),
+    (("ROMEO", 10, 0.8, 0, 1.5, 1), "Top-p must be a number above 0 up to 1"),
+    (("ROMEO", 10, 0.8, 0, 0.95, -1), "Seed must be a whole number from 0"),
+    (("ROMEO", 10, 0.8, 0, 0.95, None), "Seed must be a whole number"),
+    (("ROMEO", 10, 0.8, 0, 0.95, "abc"), "Seed must be a whole number"),
+])
+def test_bad_inputs_name_the_problem_and_what_is_allowed(shipped, args, message):
+    with pytest.raises(pg.InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pg.check_inputs(shipped, *args)
+
+
+def test_good_inputs_become_decode_settings(shipped):
+    settings = pg.check_inputs(shipped, "ROMEO", 300.0, 0.8, 5.0, 0.95, "42")
+    assert settings == DecodeSettings(300, 0.8, 5, 0.95, 42)
+
+
+def test_model_cache_loads_once_and_explains_failures(tmp_path, tiny):
+    tiny.save_pretrained(tmp_path / "tiny")
+    cache = pg.ModelCache(size=2, device="cpu")
+    key = pg.model_key(str(tmp_path / "tiny"), " ")
+    assert key.revision is None
+    first = cache.get(key)
+    assert cache.get(key) is first
+    with pytest.raises(ModelLoadError):
+        cache.get(pg.model_key(str(tmp_path / "missing" / "x"), None))
+    with pytest.raises(pg.InputError, match="Model: give"):
+        pg.model_key("  ", None)
+    assert "GRU 2 × 16" in pg.describe_model(key, first) and "CPU" in pg.describe_model(key, first)
+
+
+def test_stream_throttles_updates_and_ends_with_the_trace(shipped):
+    updates = list(pg.stream(shipped, "ROMEO:", DecodeSettings(max_new_chars=400, seed=1)))
+    assert all(trace is None for _, trace, _ in updates[:-1])
+    text, trace, seconds = updates[-1]
+    assert trace is not None and text == trace.text and seconds > 0
+    assert "Wrote 400 characters" in pg.summary(trace, seconds)
+
+
+def test_views_fit_smaller_models(shipped, tiny):
+    view = pg.View(layer=2, unit_layer=2, unit=300)
+    trace = tiny.trace("ROMEO")
+    fitted = view.fitted(trace)
+    assert (fitted.layer, fitted.unit_layer, fitted.unit) == (1, 1, 15)
+    shown = pg.all_figures(trace, view)
+    assert set(shown) == {"probabilities", "reset", "update", "saturation", "surprisal", "unit"}
