@@ -42,6 +42,13 @@ def layer_choices(model):
     return [(f"layer {k + 1}", k) for k in range(model.num_layers)]
 
 
+def first_example():
+    """The page opens with the first example already written, so its figures show what to expect."""
+    prompt, max_new_chars, temperature, top_k, top_p, seed = EXAMPLES[0]
+    trace = DEFAULT_MODEL.generate(prompt, pg.check_inputs(DEFAULT_MODEL, *EXAMPLES[0]))
+    return trace, pg.all_figures(trace, pg.View())
+
+
 @on_gpu
 def generate(prompt, max_new_chars, temperature, top_k, top_p, seed, model_key, view):
     """Write after the prompt; stream the text, then draw every figure. The API endpoint /generate."""
@@ -89,10 +96,12 @@ def redraw_unit(trace, view, kind, layer, unit):
     return view, pg.unit_view(trace, view) if trace is not None else gr.skip()
 
 
+OPENING_TRACE, OPENING = first_example()
+
 with gr.Blocks(title="charrnn: watch a GRU write") as demo:
     model_key = gr.State(DEFAULT_KEY)
     view = gr.State(pg.View())
-    trace = gr.State(None, time_to_live=3600)
+    trace = gr.State(OPENING_TRACE, time_to_live=3600)
 
     gr.Markdown(
         "# charrnn: watch a character-level GRU write\n"
@@ -113,9 +122,10 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
                 new_seed = gr.Button("🎲 New seed", size="sm", scale=0, min_width=110)
             run = gr.Button("Generate", variant="primary")
         with gr.Column(scale=3):
-            text = gr.Textbox(label="Text", lines=14, max_lines=24, interactive=False, buttons=["copy"],
+            text = gr.Textbox(OPENING_TRACE.text, label="Text", lines=14, max_lines=24, interactive=False, buttons=["copy"],
                               elem_id="generated-text", autoscroll=True)
-            status = gr.Markdown(elem_id="status")
+            status = gr.Markdown("An example, written when the page started: change the settings and press Generate.",
+                                 elem_id="status")
             with gr.Accordion("Model", open=False):
                 model_info = gr.Markdown(pg.describe_model(DEFAULT_KEY, DEFAULT_MODEL), elem_id="model-info")
                 with gr.Row():
@@ -126,7 +136,7 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
 
     gr.Markdown("## Next-character probabilities, step by step\nLeft: the model's distribution (temperature 1). "
                 "Right: what the settings left to sample from. Drag the slider through every step.")
-    probabilities = gr.Plot(label="Next-character probabilities", elem_id="probabilities")
+    probabilities = gr.Plot(OPENING["probabilities"], label="Next-character probabilities", elem_id="probabilities")
 
     gr.Markdown("## Gates\nEach column is a step (the character read), each row a unit. The reset gate r_t "
                 "decides how much of the previous state feeds the candidate; the update gate z_t near 1 keeps "
@@ -137,21 +147,21 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
                          label="Order units by")
         max_units = gr.Slider(8, DEFAULT_MODEL.hidden_size, 64, step=8, label="Units at most",
                               info="long texts show fewer, to keep each heatmap near 100,000 cells")
-    reset_plot = gr.Plot(label="Reset gate", elem_id="reset-gate")
-    update_plot = gr.Plot(label="Update gate", elem_id="update-gate")
+    reset_plot = gr.Plot(OPENING["reset"], label="Reset gate", elem_id="reset-gate")
+    update_plot = gr.Plot(OPENING["update"], label="Update gate", elem_id="update-gate")
 
     gr.Markdown("## Gate behaviour at a glance\nEach dot is a unit: how often its gate was below 0.1 "
                 "(left-saturated) against above 0.9 (right-saturated), as in Karpathy, Johnson & Fei-Fei (2015).")
-    saturation_plot = gr.Plot(label="Gate saturation", elem_id="saturation")
+    saturation_plot = gr.Plot(OPENING["saturation"], label="Gate saturation", elem_id="saturation")
 
     gr.Markdown("## The text, coloured\nHover a character for its numbers.")
-    surprisal = gr.HTML(elem_id="surprisal")
+    surprisal = gr.HTML(OPENING["surprisal"], elem_id="surprisal")
     with gr.Row():
         unit_kind = gr.Radio([("hidden state", "hidden"), ("reset gate", "reset"), ("update gate", "update")],
                              value="hidden", label="Colour by")
         unit_layer = gr.Radio(layer_choices(DEFAULT_MODEL), value=0, label="Layer")
         unit = gr.Number(0, precision=0, minimum=0, maximum=DEFAULT_MODEL.hidden_size - 1, label="Unit")
-    unit_text = gr.HTML(elem_id="unit-text")
+    unit_text = gr.HTML(OPENING["unit"], elem_id="unit-text")
 
     figures_out = [probabilities, reset_plot, update_plot, saturation_plot, surprisal, unit_text]
     run.click(generate, [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key, view],

@@ -232,6 +232,8 @@ def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unk
             if new_ids:
                 yield DecodeUpdate(text)
         record = record.trimmed(prompt_len + new_chars)
+    # Outside inference mode, so the trace holds ordinary tensors its users may modify.
+    with torch.no_grad():
         trace = build_trace(weights, vocab=model.vocab, prompt_len=prompt_len, settings=settings,
                             tokens=record.tokens, hidden=record.hidden, logits=record.logits,
                             filtered=record.filtered)

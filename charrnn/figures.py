@@ -84,11 +84,13 @@ def probability_figure(trace: Trace, top_n: int = 12) -> go.Figure:
     figure.update_layout(
         template=TEMPLATE, height=430, bargap=0.15, title=dict(text=context(trace, first), x=0.01, font_size=14),
         legend=dict(orientation="h", y=-0.28, x=0), margin=dict(t=80, b=150),
+        # No step labels: plotly measures every label's text, which took seconds for 2,000 steps; the title
+        # names the step instead.
         sliders=[dict(
             active=first, len=1.0, x=0, y=-0.42, pad=dict(t=0), ticklen=0, minorticklen=0,
-            font=dict(color="rgba(0,0,0,0)"), currentvalue=dict(prefix="step ", font=dict(size=13, color="#333")),
-            steps=[dict(method="update", label=f"{t} of {steps - 1}",
-                        args=[data_at(t), {"title.text": context(trace, t)}, [0, 1]]) for t in range(steps)],
+            currentvalue=dict(visible=False),
+            steps=[dict(method="update", label="", args=[data_at(t), {"title.text": context(trace, t)}, [0, 1]])
+                   for t in range(steps)],
         )],
     )
     return figure

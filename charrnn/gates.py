@@ -134,7 +134,7 @@ def build_trace(weights: StepWeights, *, vocab: str, prompt_len: int, settings: 
         done.synchronize()
         parts = host
     else:
-        parts = {k: v.contiguous() for k, v in parts.items()}
+        parts = {k: v.clone(memory_format=torch.contiguous_format) for k, v in parts.items()}
     return Trace(text="".join(vocab[i] for i in parts["tokens"].tolist()), prompt_len=prompt_len, vocab=vocab,
                  settings=settings, device=str(device), **parts)
 

@@ -23,7 +23,7 @@ from .vocab import UnknownCharactersError, show_vocab
 SHIPPED_MODEL = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare")
 MAX_NEW_CHARS = 2000  # the page's cap; the library has none
 MAX_TEMPERATURE = 5.0
-STREAM_EVERY_S = 0.08  # how often the page receives the growing text
+STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)
 
 
 def default_model() -> str:

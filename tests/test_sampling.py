@@ -212,3 +212,12 @@ def test_bad_prompts_are_refused_with_a_message(shipped):
     assert trace.text.startswith("Romo") and trace.prompt_len == 4
     with pytest.raises(ValueError, match="empty once unknown"):
         shipped.generate("ééé", DecodeSettings(), on_unknown="drop")
+
+
+def test_trace_tensors_are_ordinary_tensors_that_can_be_modified(shipped):
+    trace = shipped.generate("ROMEO:", DecodeSettings(max_new_chars=20, seed=1))
+    for tensor in (trace.tokens, trace.probs, trace.filtered, trace.reset_gate, trace.hidden):
+        assert not tensor.is_inference()
+    trace.probs[0, 0] = 0.5
+    order = trace.probs.topk(3).indices
+    order[0, 0] = 1
