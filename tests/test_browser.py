@@ -1,0 +1,123 @@
+"""The page in a real browser: headless Chromium (Debian's package) driven by Playwright."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from charrnn import DecodeSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS = ROOT / "artifacts"
+
+# Every figure is drawn and shows `steps` steps; then two animation frames so it is on screen.
+DRAWN = """(steps) => {
+  const plot = id => document.querySelector(`#${id} .js-plotly-plot`);
+  const p = plot('probabilities'), r = plot('reset-gate'), u = plot('update-gate'), s = plot('saturation');
+  const ready = p && p._fullLayout && p.layout.sliders[0].steps.length === steps
+    && r && r._fullData && r.data[0].x.length === steps && u && u._fullData && u.data[0].x.length === steps
+    && s && s._fullData && s._fullData.length > 0
+    && document.querySelectorAll('#surprisal .charrnn-text span').length === steps
+    && document.querySelectorAll('#unit-text .charrnn-text span').length === steps
+    && !document.querySelector('.generating');
+  return ready && new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(app_url)
+    page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
+    yield page
+    page.close()
+
+
+def set_number(page, label, value):
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def generate(page, prompt, chars, seed):
+    page.get_by_label("Prompt").fill(prompt)
+    set_number(page, "number input for Characters to write", chars)
+    set_number(page, "Seed", seed)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(DRAWN, arg=len(prompt) + chars, timeout=120_000, polling=50)
+
+
+def probability_state(page):
+    return page.evaluate("""() => { const g = document.querySelector('#probabilities .js-plotly-plot');
+        return {x: Array.from(g.data[0].x), y: Array.from(g.data[0].y), title: g.layout.title.text,
+                bars: g.querySelectorAll('.barlayer .point path').length}; }""")
+
+
+def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bars(page, shipped):
+    generate(page, "JULIET:\n", 200, 5)
+    text = page.locator("#generated-text textarea").input_value()
+    assert text == shipped.generate("JULIET:\n", DecodeSettings(200, 0.8, 0, 0.95, 5)).text
+    assert "Wrote 200 characters" in page.locator("#status").inner_text()
+
+    drawn = page.evaluate("""() => Object.fromEntries(['probabilities', 'reset-gate', 'update-gate', 'saturation']
+        .map(id => { const g = document.querySelector(`#${id} .js-plotly-plot`);
+          return [id, {bars: g.querySelectorAll('.barlayer .point path').length,
+                       heatmaps: g.querySelectorAll('.heatmaplayer image').length,
+                       points: g.querySelectorAll('.scatterlayer .point').length,
+                       z: g._fullData[0].z ? g._fullData[0].z.length : 0}]; }))""")
+    assert drawn["probabilities"]["bars"] == 24  # 12 raw + 12 filtered bars
+    for gate in ("reset-gate", "update-gate"):
+        assert drawn[gate]["heatmaps"] == 1 and drawn[gate]["z"] == 64
+    assert drawn["saturation"]["points"] == 2 * 3 * 512
+
+    before = probability_state(page)
+    assert before["title"].startswith("step 7 (generated)")
+    slider = page.locator("#probabilities .slider-rail-touch-rect")
+    slider.scroll_into_view_if_needed()
+    rail = slider.bounding_box()
+    page.mouse.click(rail["x"] + rail["width"] * 0.5, rail["y"] + rail["height"] / 2)
+    page.wait_for_function("t => document.querySelector('#probabilities .js-plotly-plot').layout.title.text !== t",
+                           arg=before["title"], timeout=10_000)
+    after = probability_state(page)
+    assert after["title"] != before["title"] and (after["x"], after["y"]) != (before["x"], before["y"])
+    step = int(after["title"].split()[1])
+    assert 80 < step < 130 and after["bars"] == 24
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_view_controls_redraw_from_the_stored_trace(page):
+    generate(page, "ROMEO:\n", 60, 2)
+    page.get_by_role("radio", name="layer 3").first.check()
+    page.wait_for_function("() => document.querySelector('#reset-gate .js-plotly-plot').layout.title.text"
+                           ".includes('layer 3')", timeout=30_000)
+    set_number(page, "Unit", 17)
+    page.wait_for_function("() => document.querySelector('#unit-text').innerText.includes('unit 17')", timeout=30_000)
+    assert page.errors == []
+
+
+def test_bad_input_shows_a_message_and_the_page_keeps_working(page):
+    page.get_by_label("Prompt").fill("Señor")
+    page.get_by_role("button", name="Generate").click()
+    toast = page.locator(".toast-body").filter(has_text="outside the model's vocabulary")
+    toast.wait_for(timeout=30_000)
+    assert "'ñ'" in toast.inner_text()
+    generate(page, "KING:\n", 50, 3)
+    assert page.locator("#generated-text textarea").input_value().startswith("KING:\n")
