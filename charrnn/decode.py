@@ -8,7 +8,6 @@ chunk, and the characters come to the host once per chunk (which is also what st
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -188,6 +187,34 @@ def step_weights(model) -> StepWeights:
     return cached[1]
 
 
+def start_decode(model, ids: list[int], settings: DecodeSettings, chunk_size: int, use_graph: bool):
+    """The step weights, an empty Record holding the prompt, and the decode loop (not started yet)."""
+    weights = step_weights(model)
+    device, prompt_len, new_chars = model.device, len(ids), settings.max_new_chars
+    # Noise rows for every step past the prompt, padded with ones to whole chunks for the CUDA graph.
+    steps = -(-(new_chars + 1) // chunk_size) * chunk_size if use_graph else new_chars
+    noise = torch.ones(steps, len(model.vocab))
+    noise[:new_chars] = race_noise(settings, new_chars, len(model.vocab))
+    record = Record.empty(prompt_len + steps, weights, device)
+    prompt_ids = torch.tensor(ids, dtype=torch.long)
+    if use_graph:
+        record.tokens[:prompt_len].copy_(prompt_ids.pin_memory(), non_blocking=True)
+        noise = noise.pin_memory().to(device, non_blocking=True)
+        return weights, record, decode_cuda_graph(model, weights, record, prompt_len, settings, noise, chunk_size)
+    record.tokens[:prompt_len] = prompt_ids
+    return weights, record, decode_eager(weights, record, prompt_len, settings, noise, chunk_size)
+
+
+def each_in_inference_mode(loop):
+    """Run a decode loop one chunk at a time, each chunk in inference mode on whichever thread asks."""
+    while True:
+        with torch.inference_mode():
+            chunk = next(loop, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
 def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unknown: str = "error",
            chunk_size: int = 32) -> Iterator[DecodeUpdate]:
     """Yield the text as it is written (one update per chunk); the last update carries the Trace."""
@@ -204,34 +231,26 @@ def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unk
         raise RuntimeError("the model is in training mode (dropout on): call model.eval() before generating")
     device = model.device
     use_graph = device.type == "cuda" and settings.max_new_chars > 0
-    with (_graph_lock if use_graph else contextlib.nullcontext()), torch.inference_mode():
-        weights = step_weights(model)
-        prompt_len, new_chars = len(ids), settings.max_new_chars
-        # Noise rows for every step past the prompt, padded with ones to whole chunks for the CUDA graph.
-        steps = -(-(new_chars + 1) // chunk_size) * chunk_size if use_graph else new_chars
-        noise = torch.ones(steps, len(model.vocab))
-        noise[:new_chars] = race_noise(settings, new_chars, len(model.vocab))
-        length = prompt_len - 1 + steps + 1 if use_graph else prompt_len + new_chars
-        record = Record.empty(length, weights, device)
-        prompt_ids = torch.tensor(ids, dtype=torch.long)
-        if use_graph:
-            record.tokens[:prompt_len].copy_(prompt_ids.pin_memory(), non_blocking=True)
-            loop = decode_cuda_graph(model, weights, record, prompt_len, settings,
-                                     noise.pin_memory().to(device, non_blocking=True), chunk_size)
-        else:
-            record.tokens[:prompt_len] = prompt_ids
-            loop = decode_eager(weights, record, prompt_len, settings, noise.to(device), chunk_size)
-        text = prompt
-        if on_unknown == "drop":
-            text = model.tokenizer.decode(ids)
-        written = 0
-        for new_ids in loop:
-            new_ids = new_ids[: new_chars - written]
-            written += len(new_ids)
-            text += model.tokenizer.decode(new_ids)
-            if new_ids:
-                yield DecodeUpdate(text)
-        record = record.trimmed(prompt_len + new_chars)
+    prompt_len, new_chars = len(ids), settings.max_new_chars
+    # Torch's inference mode and the graph lock belong to a thread, and whoever consumes this generator may
+    # resume it on another thread (Gradio does), so neither is ever held across a yield.
+    if use_graph:
+        with _graph_lock, torch.inference_mode():
+            weights, record, loop = start_decode(model, ids, settings, chunk_size, use_graph)
+            chunks = list(loop)  # the GPU writes every chunk; the host still receives them one by one
+    else:
+        with torch.inference_mode():
+            weights, record, loop = start_decode(model, ids, settings, chunk_size, use_graph)
+        chunks = each_in_inference_mode(loop)
+    text = model.tokenizer.decode(ids) if on_unknown == "drop" else prompt
+    written = 0
+    for new_ids in chunks:
+        new_ids = new_ids[: new_chars - written]
+        written += len(new_ids)
+        text += model.tokenizer.decode(new_ids)
+        if new_ids:
+            yield DecodeUpdate(text)
+    record = record.trimmed(prompt_len + new_chars)
     # Outside inference mode, so the trace holds ordinary tensors its users may modify.
     with torch.no_grad():
         trace = build_trace(weights, vocab=model.vocab, prompt_len=prompt_len, settings=settings,

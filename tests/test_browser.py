@@ -1,6 +1,5 @@
 """The page in a real browser: headless Chromium (Debian's package) driven by Playwright."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -8,24 +7,10 @@ from playwright.sync_api import sync_playwright
 
 from charrnn import DecodeSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-ARTIFACTS = ROOT / "artifacts"
+from bench.browser import CHROMIUM, CHROMIUM_ARGS, generate_in_page, set_number
 
-# Every figure is drawn and shows `steps` steps; then two animation frames so it is on screen.
-DRAWN = """(steps) => {
-  const plot = id => document.querySelector(`#${id} .js-plotly-plot`);
-  const p = plot('probabilities'), r = plot('reset-gate'), u = plot('update-gate'), s = plot('saturation');
-  const ready = p && p._fullLayout && p.layout.sliders[0].steps.length === steps
-    && r && r._fullData && r.data[0].x.length === steps && u && u._fullData && u.data[0].x.length === steps
-    && s && s._fullData && s._fullData.length > 0
-    && document.querySelectorAll('#surprisal .charrnn-text span').length === steps
-    && document.querySelectorAll('#unit-text .charrnn-text span').length === steps
-    && !document.querySelector('.generating');
-  return ready && new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));
-}"""
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +33,10 @@ def page(browser, app_url):
     page.close()
 
 
-def set_number(page, label, value):
-    field = page.get_by_label(label, exact=True)
-    field.fill(str(value))
-    field.press("Enter")
-
-
-def generate(page, prompt, chars, seed):
-    page.get_by_label("Prompt").fill(prompt)
-    set_number(page, "number input for Characters to write", chars)
-    set_number(page, "Seed", seed)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(DRAWN, arg=len(prompt) + chars, timeout=120_000, polling=50)
+def generate(page, shipped, prompt, chars, seed):
+    trace = shipped.generate(prompt, DecodeSettings(chars, 0.8, 0, 0.95, seed))
+    generate_in_page(page, prompt, chars, seed, trace)
+    return trace
 
 
 def probability_state(page):
@@ -69,9 +46,8 @@ def probability_state(page):
 
 
 def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bars(page, shipped):
-    generate(page, "JULIET:\n", 200, 5)
-    text = page.locator("#generated-text textarea").input_value()
-    assert text == shipped.generate("JULIET:\n", DecodeSettings(200, 0.8, 0, 0.95, 5)).text
+    trace = generate(page, shipped, "JULIET:\n", 200, 5)
+    assert page.locator("#generated-text textarea").input_value() == trace.text
     assert "Wrote 200 characters" in page.locator("#status").inner_text()
 
     drawn = page.evaluate("""() => Object.fromEntries(['probabilities', 'reset-gate', 'update-gate', 'saturation']
@@ -103,8 +79,8 @@ def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bar
     assert page.errors == []
 
 
-def test_view_controls_redraw_from_the_stored_trace(page):
-    generate(page, "ROMEO:\n", 60, 2)
+def test_view_controls_redraw_from_the_stored_trace(page, shipped):
+    generate(page, shipped, "ROMEO:\n", 60, 2)
     page.get_by_role("radio", name="layer 3").first.check()
     page.wait_for_function("() => document.querySelector('#reset-gate .js-plotly-plot').layout.title.text"
                            ".includes('layer 3')", timeout=30_000)
@@ -113,11 +89,11 @@ def test_view_controls_redraw_from_the_stored_trace(page):
     assert page.errors == []
 
 
-def test_bad_input_shows_a_message_and_the_page_keeps_working(page):
+def test_bad_input_shows_a_message_and_the_page_keeps_working(page, shipped):
     page.get_by_label("Prompt").fill("Señor")
     page.get_by_role("button", name="Generate").click()
     toast = page.locator(".toast-body").filter(has_text="outside the model's vocabulary")
     toast.wait_for(timeout=30_000)
     assert "'ñ'" in toast.inner_text()
-    generate(page, "KING:\n", 50, 3)
+    generate(page, shipped, "KING:\n", 50, 3)
     assert page.locator("#generated-text textarea").input_value().startswith("KING:\n")

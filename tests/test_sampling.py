@@ -221,3 +221,22 @@ def test_trace_tensors_are_ordinary_tensors_that_can_be_modified(shipped):
     trace.probs[0, 0] = 0.5
     order = trace.probs.topk(3).indices
     order[0, 0] = 1
+
+
+def test_a_stream_can_be_resumed_on_other_threads(shipped):
+    """Gradio resumes generators on whichever worker thread is free; torch's thread-local modes must not leak."""
+    settings = DecodeSettings(max_new_chars=150, temperature=0.9, seed=8)
+    updates = shipped.stream("ROMEO:", settings, chunk_size=16)
+    seen, grad_modes = [], []
+
+    def step():
+        seen.append(next(updates))
+        grad_modes.append(torch.is_grad_enabled() and not torch.is_inference_mode_enabled())
+
+    for _ in range(3):
+        thread = threading.Thread(target=step)
+        thread.start()
+        thread.join()
+    seen.extend(updates)
+    assert seen[-1].trace.text == shipped.generate("ROMEO:", settings).text
+    assert all(grad_modes) and torch.is_grad_enabled() and not torch.is_inference_mode_enabled()

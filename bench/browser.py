@@ -1,0 +1,57 @@
+"""Driving the playground in headless Chromium (Debian's package) with Playwright: shared by the browser
+test and the page benchmark."""
+
+from __future__ import annotations
+
+import shutil
+
+from charrnn import figures
+from charrnn.gates import Trace
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+# True once every figure on the page shows `expected` (the same request's trace, computed by the library),
+# then two animation frames so it is on screen. Comparing content, not only sizes, makes sure plotly.js drew
+# what plotly.py built for this very request.
+DRAWN = """(expected) => {
+  const plot = id => document.querySelector(`#${id} .js-plotly-plot`);
+  const p = plot('probabilities'), r = plot('reset-gate'), u = plot('update-gate'), s = plot('saturation');
+  const spans = id => Array.from(document.querySelectorAll(`#${id} .charrnn-text span`));
+  const ready = document.querySelector('#generated-text textarea').value === expected.text
+    && p && p._fullLayout && p.layout.sliders[0].steps.length === expected.steps
+    && p.layout.sliders[0].steps[expected.steps - 1].args[1]['title.text'] === expected.last_title
+    && r && r._fullData && Array.from(r.data[0].x).join('|') === expected.labels
+    && u && u._fullData && Array.from(u.data[0].x).join('|') === expected.labels
+    && s && s._fullData && s._fullData.length > 0
+    && Math.abs(s._fullData[0].x[0] - expected.first_saturation) < 1e-9
+    && spans('surprisal').length === expected.steps && spans('unit-text').length === expected.steps
+    && !document.querySelector('.generating');
+  return ready && new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));
+}"""
+
+
+def expected_page(trace: Trace) -> dict:
+    saturation = figures.saturation_figure(trace).data[0].x[0]
+    return {"text": trace.text, "steps": len(trace.text), "labels": "|".join(figures.step_labels(trace)),
+            "last_title": figures.context(trace, len(trace.text) - 1), "first_saturation": float(saturation)}
+
+
+def set_number(page, label: str, value) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def generate_in_page(page, prompt: str, chars: int, seed: int, trace: Trace, timeout_s: float = 180) -> float:
+    """Fill the settings, click Generate and wait until every figure shows `trace`; returns the seconds from
+    the click to all figures drawn, measured by the page's own clock."""
+    page.get_by_label("Prompt").fill(prompt)
+    set_number(page, "number input for Characters to write", chars)
+    set_number(page, "Seed", seed)
+    page.wait_for_timeout(100)  # let the inputs settle before the clock starts
+    started = page.evaluate("performance.now()")
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(DRAWN, arg=expected_page(trace), timeout=timeout_s * 1000, polling=20)
+    return (page.evaluate("performance.now()") - started) / 1000
