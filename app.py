@@ -35,6 +35,8 @@ EXAMPLES = [
 CSS = """
 .gradio-container {max-width: 1400px !important}
 #generated-text textarea {font-family: ui-monospace, monospace; font-size: 15px}
+/* Figures lay out on their own: the streaming text must not make the browser lay out every plot again. */
+#probabilities, #reset-gate, #update-gate, #saturation, #surprisal, #unit-text {contain: content}
 """
 
 
@@ -122,7 +124,7 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
                 new_seed = gr.Button("🎲 New seed", size="sm", scale=0, min_width=110)
             run = gr.Button("Generate", variant="primary")
         with gr.Column(scale=3):
-            text = gr.Textbox(OPENING_TRACE.text, label="Text", lines=14, max_lines=24, interactive=False, buttons=["copy"],
+            text = gr.Textbox(OPENING_TRACE.text, label="Text", lines=16, max_lines=16, interactive=False, buttons=["copy"],
                               elem_id="generated-text", autoscroll=True)
             status = gr.Markdown("An example, written when the page started: change the settings and press Generate.",
                                  elem_id="status")
@@ -178,7 +180,8 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
                        api_visibility="private")
 
 demo.queue(default_concurrency_limit=2, max_size=64)
-LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), show_error=True)
+# No run history: it would copy every run's figures (megabytes) into the browser's localStorage.
+LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), show_error=True, run_history=False)
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH)
