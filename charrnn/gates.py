@@ -27,11 +27,18 @@ class StepWeights:
     b_hh: torch.Tensor  # [layers, 1, 3H]
     head_w: torch.Tensor  # [vocab, H]
     head_b: torch.Tensor
+    # One step's products are split into this many row blocks and run as one batched product, so that every
+    # CPU core reads its share of the weights (a batch-1 step is bound by memory bandwidth, and one product
+    # alone runs on one core). On CUDA a single kernel per product is faster: 1.
+    parts: int = 1
 
     @classmethod
     def of(cls, model) -> "StepWeights":
         gru = model.gru
         layers = range(model.num_layers)
+        parts = torch.get_num_threads() if model.device.type == "cpu" else 1
+        while (3 * model.hidden_size) % parts:
+            parts -= 1
 
         def param(name):
             return getattr(gru, name).detach()
@@ -45,6 +52,7 @@ class StepWeights:
                 b_hh=torch.stack([param(f"bias_hh_l{k}")[None] for k in layers]),
                 head_w=model.head.weight.detach(),
                 head_b=model.head.bias.detach(),
+                parts=parts,
             )
 
     @property
@@ -54,10 +62,23 @@ class StepWeights:
         return self.w_hh.shape[0], hidden, vocab
 
     def input_gates(self, layer: int, tokens: torch.Tensor, below: torch.Tensor | None) -> torch.Tensor:
-        """W_ih x_t + b_ih for layer `layer`: a row lookup for layer 0, a matrix product above it."""
+        """W_ih x_t + b_ih for layer `layer`: a row lookup for layer 0, a matrix product above it (for one step
+        or, in the gate pass, for every step at once)."""
         if layer == 0:
             return self.input_proj.index_select(0, tokens)
+        if below.shape[0] == 1:
+            return self.blocked_products(self.b_ih[layer][None, None], below[None], self.w_ih[layer][None])[0]
         return torch.addmm(self.b_ih[layer], below, self.w_ih[layer].t())
+
+    def blocked_products(self, bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """x @ weight.T + bias for a batch ([batch, 1, in] @ [batch, out, in]) of one-row products, each split
+        into `parts` row blocks of the weight so the cores share the work; [batch, 1, out]."""
+        batch, _, width = x.shape
+        out = weight.shape[1]
+        rows = out // self.parts
+        x = x[:, None].expand(batch, self.parts, 1, width).reshape(batch * self.parts, 1, width)
+        blocks = weight.reshape(batch * self.parts, rows, width).transpose(1, 2)
+        return torch.baddbmm(bias.reshape(batch * self.parts, 1, rows), x, blocks).view(batch, 1, out)
 
     def hidden_gates(self, layer: int, h_prev: torch.Tensor) -> torch.Tensor:
         """W_hh h_{t-1} + b_hh of one layer, for any number of steps at once (h_prev [T, H])."""
@@ -67,7 +88,7 @@ class StepWeights:
         """W_hh h_{t-1} + b_hh of all layers in one batched product (h [layers, 1, H]): in a decode step these
         depend only on the previous states, and one batched product is about twice as fast on the CPU as one
         product per layer."""
-        return torch.baddbmm(self.b_hh, h, self.w_hh.transpose(1, 2))
+        return self.blocked_products(self.b_hh, h, self.w_hh)
 
     def logits(self, h_top: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         return torch.addmm(self.head_b, h_top, self.head_w.t(), out=out)

@@ -83,8 +83,10 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: to
     (written into `out` when given). Works for one step or for many steps at once (given every h_{t-1}).
     """
     hidden = h_prev.shape[-1]
-    reset_gate, update_gate = torch.sigmoid(gi[..., : 2 * hidden] + gh[..., : 2 * hidden]).chunk(2, dim=-1)
-    candidate = torch.tanh(torch.addcmul(gi[..., 2 * hidden :], reset_gate, gh[..., 2 * hidden :]))
+    gi_rz, gi_n = gi.split((2 * hidden, hidden), dim=-1)
+    gh_rz, gh_n = gh.split((2 * hidden, hidden), dim=-1)
+    reset_gate, update_gate = torch.sigmoid(gi_rz + gh_rz).chunk(2, dim=-1)
+    candidate = torch.tanh(torch.addcmul(gi_n, reset_gate, gh_n))
     return reset_gate, update_gate, torch.lerp(candidate, h_prev, update_gate, out=out)
 
 

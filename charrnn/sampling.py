@@ -64,11 +64,11 @@ def filter_probs(logits: torch.Tensor, settings: DecodeSettings, out: torch.Tens
         return out.copy_(probs)
     ranked, order = probs.sort(dim=-1, descending=True)
     if top_k:
-        ranked = ranked * (torch.arange(vocab_size, device=logits.device) < top_k)
+        ranked = torch.where(torch.arange(vocab_size, device=logits.device) < top_k, ranked, 0.0)
     if settings.top_p < 1:
         cumulative = ranked.cumsum(-1)
         # keep a character if the mass ranked before it is still short of top_p (of what top-k kept)
-        ranked = ranked * (cumulative - ranked < settings.top_p * cumulative[..., -1:])
+        ranked = torch.where(cumulative - ranked < settings.top_p * cumulative[..., -1:], ranked, 0.0)
     return out.zero_().scatter_(-1, order, ranked / ranked.sum(-1, keepdim=True))
 
 
