@@ -52,7 +52,9 @@ Trained with
 Measure the validation loss again with
 
     python -m charrnn evaluate --model PATH_OR_REPO --text {{ training.data }}
-{% endif %}
+{% if training.notes %}
+{{ training.notes }}
+{% endif %}{% endif %}
 Load it with
 
     from charrnn import CharRNN, DecodeSettings
