@@ -1,13 +1,12 @@
 """The CUDA decode path: no host synchronisation per step, CUDA graphs, same text as the CPU, exact traces."""
 
-import threading
-
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from charrnn import DecodeSettings
 from charrnn.decode import graph_decoder, step_weights
 
+from threads import in_threads
 from nn_gru_reference import TOL, nn_gru_gates, nn_gru_states, single_layers
 
 SETTINGS = DecodeSettings(max_new_chars=300, temperature=0.8, top_p=0.95, seed=1)
@@ -86,14 +85,4 @@ def test_chunk_size_does_not_change_the_text(cuda_model):
 def test_concurrent_cuda_generations_are_independent(cuda_model):
     settings = [DecodeSettings(200, 1.0, 0, 0.9, s) for s in range(4)]
     alone = [cuda_model.generate("ROMEO:", s).text for s in settings]
-    together = [None] * 4
-
-    def work(i):
-        together[i] = cuda_model.generate("ROMEO:", settings[i]).text
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert together == alone
+    assert in_threads(lambda s: cuda_model.generate("ROMEO:", s).text, settings) == alone

@@ -1,11 +1,11 @@
 """The launched playground over HTTP with gradio_client: /generate, errors, model loading, independence."""
 
-import threading
-
 import pytest
 from gradio_client import Client
 
 from charrnn import DecodeSettings
+
+from threads import in_threads
 
 
 @pytest.fixture
@@ -81,22 +81,13 @@ def test_other_sessions_keep_the_default_model(app_url, shipped):
 
 
 def test_concurrent_users_get_their_own_results(app_url):
+    def user(seed):
+        client = Client(app_url, verbose=False)
+        try:
+            return generate(client, seed=seed, max_new_chars=200)[0]
+        finally:
+            client.close()
+
     seeds = [11, 12, 13, 14]
-    alone = {}
-    for s in seeds:
-        c = Client(app_url, verbose=False)
-        alone[s] = generate(c, seed=s, max_new_chars=200)[0]
-        c.close()
-    together = {}
-
-    def user(s):
-        c = Client(app_url, verbose=False)
-        together[s] = generate(c, seed=s, max_new_chars=200)[0]
-        c.close()
-
-    threads = [threading.Thread(target=user, args=(s,)) for s in seeds]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert together == alone
+    alone = [user(s) for s in seeds]
+    assert in_threads(user, seeds) == alone

@@ -10,6 +10,7 @@ from charrnn import DecodeSettings, UnknownCharactersError, filter_probs
 from charrnn.sampling import race, race_noise
 
 from conftest import make_tiny
+from threads import in_threads
 
 
 def reference_filter(logits: list[float], temperature: float, top_k: int, top_p: float) -> list[float]:
@@ -175,17 +176,7 @@ def test_same_seed_same_text_and_the_global_rng_is_untouched(shipped):
 def test_concurrent_generations_do_not_disturb_each_other(shipped):
     settings = [DecodeSettings(max_new_chars=150, temperature=1.0, seed=s) for s in range(4)]
     alone = [shipped.generate("ROMEO:", s).text for s in settings]
-    together = [None] * 4
-
-    def work(i):
-        together[i] = shipped.generate("ROMEO:", settings[i]).text
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert together == alone
+    assert in_threads(lambda s: shipped.generate("ROMEO:", s).text, settings) == alone
 
 
 def test_stream_yields_growing_text_and_ends_with_the_trace(shipped):
