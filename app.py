@@ -47,13 +47,13 @@ def layer_choices(model):
 def first_example():
     """The page opens with the first example already written, so its figures show what to expect."""
     prompt, max_new_chars, temperature, top_k, top_p, seed = EXAMPLES[0]
-    trace = DEFAULT_MODEL.generate(prompt, pg.check_inputs(DEFAULT_MODEL, *EXAMPLES[0]))
+    trace = pg.generate(DEFAULT_MODEL, prompt, pg.check_inputs(DEFAULT_MODEL, *EXAMPLES[0]))
     return trace, pg.all_figures(trace, pg.View())
 
 
 @on_gpu
-def generate(prompt, max_new_chars, temperature, top_k, top_p, seed, model_key, view):
-    """Write after the prompt; stream the text, then draw every figure. The API endpoint /generate."""
+def generate(prompt, max_new_chars, temperature, top_k, top_p, seed, model_key):
+    """Write after the prompt, streaming the text; the API endpoint /generate. The figures follow (draw)."""
     model = MODELS.get(model_key)
     try:
         settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
@@ -61,10 +61,14 @@ def generate(prompt, max_new_chars, temperature, top_k, top_p, seed, model_key, 
         raise gr.Error(str(e), title="Cannot generate") from None
     for text, trace, seconds in pg.stream(model, prompt, settings):
         if trace is None:
-            yield text, f"Writing… {len(text) - len(prompt):,} characters", *[gr.skip()] * 7
-    shown = pg.all_figures(trace, view)
-    yield (trace.text, pg.summary(trace, seconds), shown["probabilities"], shown["reset"], shown["update"],
-           shown["saturation"], shown["surprisal"], shown["unit"], trace)
+            yield text, f"Writing… {len(text) - len(prompt):,} characters", gr.skip()
+    yield trace.text, pg.summary(trace, seconds), trace
+
+
+def draw(trace, view):
+    shown = pg.all_figures(trace or OPENING_TRACE, view)
+    return (shown["probabilities"], shown["reset"], shown["update"], shown["saturation"], shown["surprisal"],
+            shown["unit"])
 
 
 def load_model(source, revision):
@@ -82,20 +86,19 @@ def load_model(source, revision):
 
 def redraw_gates(trace, view, layer, order, max_units):
     view = replace(view, layer=int(layer), order=order, max_units=int(max_units))
-    if trace is None:
-        return view, gr.skip(), gr.skip()
-    return view, *pg.gate_figures(trace, view)
+    return view, *pg.gate_figures(trace or OPENING_TRACE, view)
 
 
 def redraw_unit(trace, view, kind, layer, unit):
-    hidden = trace.hidden.shape[2] if trace is not None else DEFAULT_MODEL.hidden_size
+    trace = trace or OPENING_TRACE
+    hidden = trace.hidden.shape[2]
     try:
         unit = pg.whole_number(unit, "Unit", 0, hidden - 1)
     except pg.InputError as e:
         gr.Warning(str(e))
         return view, gr.skip()
     view = replace(view, unit_kind=kind, unit_layer=int(layer), unit=unit)
-    return view, pg.unit_view(trace, view) if trace is not None else gr.skip()
+    return view, pg.unit_view(trace, view)
 
 
 OPENING_TRACE, OPENING = first_example()
@@ -103,7 +106,9 @@ OPENING_TRACE, OPENING = first_example()
 with gr.Blocks(title="charrnn: watch a GRU write") as demo:
     model_key = gr.State(DEFAULT_KEY)
     view = gr.State(pg.View())
-    trace = gr.State(OPENING_TRACE, time_to_live=3600)
+    # The run being shown; None = the opening example (gr.State deep-copies its initial value for every
+    # session: copying the tensors would be wasted work, and torch work off pg's compute thread slows decoding).
+    trace = gr.State(None, time_to_live=3600)
 
     gr.Markdown(
         "# charrnn: watch a character-level GRU write\n"
@@ -166,9 +171,12 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
     unit_text = gr.HTML(OPENING["unit"], elem_id="unit-text")
 
     figures_out = [probabilities, reset_plot, update_plot, saturation_plot, surprisal, unit_text]
-    run.click(generate, [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key, view],
-              [text, status, *figures_out, trace], api_name="generate",
-              concurrency_limit=4 if torch.cuda.is_available() else 2)
+    # Two events: while the text streams only the text and status change (each streamed update costs the
+    # browser work per output of the event), then the figures are drawn from the stored trace.
+    run.click(generate, [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key],
+              [text, status, trace], api_name="generate", show_progress="hidden",
+              concurrency_limit=4 if torch.cuda.is_available() else 2
+              ).success(draw, [trace, view], figures_out, api_visibility="private", show_progress="hidden")
     new_seed.click(None, None, seed, js="() => Math.floor(Math.random() * 2147483647)")
     load.click(load_model, [model_source, revision],
                [model_key, model_info, gate_layer, unit_layer, unit, max_units], api_name="load_model")

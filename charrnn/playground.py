@@ -3,11 +3,13 @@ streaming a generation and turning its Trace into figures. app.py wires these to
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
@@ -24,6 +26,45 @@ SHIPPED_MODEL = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-shak
 MAX_NEW_CHARS = 2000  # the page's cap; the library has none
 MAX_TEMPERATURE = 5.0
 STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)
+
+
+# The page runs all of its torch work on one thread. With OpenMP (libgomp, as in the CPU wheels) every thread
+# that runs a parallel op keeps its own team of worker threads; once there are more of those than cores, libgomp
+# stops spin-waiting between parallel regions and every decode step waits for its workers to wake up. Gradio
+# serves each request on a pool thread: decoding there ran 2.2x slower on the 2-core machine (0.70 s against
+# 0.30 s for 300 characters) until all of it went through this one thread.
+_compute = threading.local()
+_compute_executor: ThreadPoolExecutor | None = None
+_compute_lock = threading.Lock()
+
+
+def _mark_compute_thread() -> None:
+    _compute.is_it = True
+
+
+def _forget_compute_thread() -> None:  # a forked child (a ZeroGPU worker) has no copy of the thread
+    global _compute_executor
+    _compute_executor = None
+
+
+os.register_at_fork(after_in_child=_forget_compute_thread)
+
+
+def on_compute_thread(fn):
+    """fn, run on the page's one compute thread (directly when already there)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        global _compute_executor
+        if getattr(_compute, "is_it", False):
+            return fn(*args, **kwargs)
+        with _compute_lock:
+            if _compute_executor is None:
+                _compute_executor = ThreadPoolExecutor(1, "charrnn-compute", initializer=_mark_compute_thread)
+            executor = _compute_executor
+        return executor.submit(fn, *args, **kwargs).result()
+
+    return run
 
 
 def default_model() -> str:
@@ -54,7 +95,8 @@ class ModelCache:
     def get(self, key: ModelKey) -> CharRNN:
         with self.lock:
             if key not in self.models:
-                self.models[key] = CharRNN.from_pretrained(key.source, revision=key.revision, device=self.device)
+                self.models[key] = on_compute_thread(CharRNN.from_pretrained)(
+                    key.source, revision=key.revision, device=self.device)
                 while len(self.models) > self.size:
                     self.models.popitem(last=False)
             self.models.move_to_end(key)
@@ -130,7 +172,10 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
 def stream(model: CharRNN, prompt: str, settings: DecodeSettings) -> Iterator[tuple[str, Trace | None, float]]:
     """(text so far, None, seconds) at most every STREAM_EVERY_S, then (text, trace, seconds) once."""
     started = last = time.perf_counter()
-    for update in model.stream(prompt, settings):
+    updates = model.stream(prompt, settings)
+    # Each chunk of the decode loop runs on the compute thread; the caller's thread only passes the text on.
+    next_update = on_compute_thread(next)
+    while (update := next_update(updates, None)) is not None:
         now = time.perf_counter()
         if update.trace is not None:
             yield update.text, update.trace, now - started
@@ -157,17 +202,25 @@ class View:
                        unit=min(self.unit, hidden - 1))
 
 
+@on_compute_thread
+def generate(model: CharRNN, prompt: str, settings: DecodeSettings) -> Trace:
+    return model.generate(prompt, settings)
+
+
+@on_compute_thread
 def gate_figures(trace: Trace, view: View):
     view = view.fitted(trace)
     return (figures.gate_figure(trace, "reset", view.layer, view.order, view.max_units),
             figures.gate_figure(trace, "update", view.layer, view.order, view.max_units))
 
 
+@on_compute_thread
 def unit_view(trace: Trace, view: View) -> str:
     view = view.fitted(trace)
     return figures.activation_html(trace, view.unit_kind, view.unit_layer, view.unit)
 
 
+@on_compute_thread
 def all_figures(trace: Trace, view: View) -> dict:
     reset, update = gate_figures(trace, view)
     return {"probabilities": figures.probability_figure(trace), "reset": reset, "update": update,

@@ -61,3 +61,27 @@ def test_views_fit_smaller_models(shipped, tiny):
     assert (fitted.layer, fitted.unit_layer, fitted.unit) == (1, 1, 15)
     shown = pg.all_figures(trace, view)
     assert set(shown) == {"probabilities", "reset", "update", "saturation", "surprisal", "unit"}
+
+
+def test_the_page_runs_its_torch_work_on_one_thread_from_any_thread(shipped):
+    import threading
+
+    from threads import in_threads
+
+    @pg.on_compute_thread
+    def where(_=None):
+        return threading.current_thread().name, pg.on_compute_thread(threading.current_thread)().name
+
+    names = in_threads(where, [None] * 4) + [where()]
+    assert {outer for outer, _ in names} == {inner for _, inner in names} == {"charrnn-compute_0"}
+
+    @pg.on_compute_thread
+    def fails():
+        raise ValueError("from the compute thread")
+
+    with pytest.raises(ValueError, match="from the compute thread"):
+        fails()
+    # Streaming from two threads at once interleaves their chunks on that thread; each still gets its own text.
+    settings = [DecodeSettings(150, 0.8, 0, 0.95, s) for s in (1, 2)]
+    streamed = in_threads(lambda s: list(pg.stream(shipped, "ROMEO:", s))[-1][1].text, settings)
+    assert streamed == [shipped.generate("ROMEO:", s).text for s in settings]
