@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 from charrnn import figures
+from charrnn import playground as pg
 from charrnn.gates import Trace
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -32,6 +33,7 @@ DRAWN = """(expected) => {
 }"""
 
 
+@pg.on_compute_thread  # like the app's own torch work: torch work on this thread would slow the server measured
 def expected_page(trace: Trace) -> dict:
     saturation = figures.saturation_figure(trace).data[0].x[0]
     return {"text": trace.text, "steps": len(trace.text), "labels": "|".join(figures.step_labels(trace)),
