@@ -189,7 +189,7 @@ with gr.Blocks(title="charrnn: watch a GRU write") as demo:
 
 demo.queue(default_concurrency_limit=2, max_size=64)
 # No run history: it would copy every run's figures (megabytes) into the browser's localStorage.
-LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), show_error=True, run_history=False)
+LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.DRAW_EACH_PLOT_ONCE, show_error=True, run_history=False)
 
 if __name__ == "__main__":
     demo.launch(**LAUNCH)

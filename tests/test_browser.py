@@ -45,8 +45,15 @@ def probability_state(page):
                 bars: g.querySelectorAll('.barlayer .point path').length}; }""")
 
 
+def draw_counts(page):
+    return page.evaluate("() => ({...window.Plotly.charrnnDrawOnce})")
+
+
 def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bars(page, shipped):
+    before_draws = draw_counts(page)
     trace = generate(page, shipped, "JULIET:\n", 200, 5)
+    page.wait_for_timeout(500)  # any later redraw would be counted too
+    assert draw_counts(page)["drawn"] - before_draws["drawn"] == 4  # each of the four plots drawn once
     assert page.locator("#generated-text textarea").input_value() == trace.text
     assert "Wrote 200 characters" in page.locator("#status").inner_text()
 
