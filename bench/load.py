@@ -40,9 +40,12 @@ def run_load(url: str, model, users: int = 8, per_user: int = 10, chars: int = 2
     latencies, errors, mismatches = [], [], []
     # Every request made alone, before the load (on pg's compute thread, like the app's own work: torch work
     # on the user threads would slow the server it measures).
-    alone = {(u, i): pg.generate(model, kwargs["prompt"], DecodeSettings(
-        kwargs["max_new_chars"], kwargs["temperature"], kwargs["top_k"], kwargs["top_p"], kwargs["seed"])).text
-        for u in range(users) for i in range(per_user) for kwargs in [request(u, i, chars)]}
+    alone = {}
+    for u in range(users):
+        for i in range(per_user):
+            settings = request(u, i, chars)
+            prompt = settings.pop("prompt")
+            alone[u, i] = pg.generate(model, prompt, DecodeSettings(**settings)).text
     lock = threading.Lock()
 
     def user(u: int) -> None:

@@ -1,9 +1,13 @@
 """The page's logic without the page: input checks, the model cache, streaming and views."""
 
+import threading
+
 import pytest
 
 from charrnn import DecodeSettings, ModelLoadError
 from charrnn import playground as pg
+
+from threads import in_threads
 
 
 @pytest.mark.parametrize("args,message", [
@@ -64,10 +68,6 @@ def test_views_fit_smaller_models(shipped, tiny):
 
 
 def test_the_page_runs_its_torch_work_on_one_thread_from_any_thread(shipped):
-    import threading
-
-    from threads import in_threads
-
     @pg.on_compute_thread
     def where(_=None):
         return threading.current_thread().name, pg.on_compute_thread(threading.current_thread)().name
