@@ -149,18 +149,16 @@ def kernels_per_step(model: CharRNN) -> int:
     """GPU kernels one decode step launches (what each step of the CUDA graph replays)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from .decode import Record, step_weights
+    from .decode import graph_decoder, step_weights
 
     settings = DecodeSettings(temperature=0.8, top_p=0.95)
-    weights = step_weights(model)
-    record = Record.empty(2, weights, model.device)
-    h = torch.zeros(model.num_layers, 1, model.hidden_size, device=model.device)
+    decoder = graph_decoder(model, step_weights(model), settings, 1)
     noise = torch.ones(1, len(model.vocab), device=model.device)
     with torch.inference_mode():
-        record.step(0, weights, settings, record.tokens[:1], h, noise, record.tokens[1:2])
+        decoder.read(decoder.out.tokens[:1], decoder.out, 0, noise, decoder.token)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            record.step(0, weights, settings, record.tokens[:1], h, noise, record.tokens[1:2])
+            decoder.read(decoder.out.tokens[:1], decoder.out, 0, noise, decoder.token)
             torch.cuda.synchronize()
     return sum(1 for e in prof.events() if e.device_type.name == "CUDA")
 

@@ -1,9 +1,16 @@
 """The decode loop: read the prompt, write characters, record what the trace needs.
 
-One step reads a character and gives every layer's new state, the logits for the next character, the filtered
-distribution and (past the prompt) the sampled character. On the CPU the steps run eagerly; on CUDA the steps
-past the prompt run as replays of a CUDA graph of `chunk_size` steps, with no host synchronisation inside a
-chunk, and the characters come to the host once per chunk (which is also what streaming shows).
+One loop serves any number of requests at once. Each request is a row; every step reads one character for
+every row (its prompt first, then what it wrote) and gives each row its new states, the logits for its next
+character, the filtered distribution and, past the prompt, the sampled character. Rows join at the next step
+and leave when they are done (continuous batching). A row's results depend on its own request only: the
+product layout is batch-invariant (charrnn.layout), the filter decides per row (RowSettings), and the random
+draw that picks generated character s comes from the request's seed and s alone. So a request writes the same
+text alone (`CharRNN.generate`, the CLI) and beside others in the page, and two runs that differ in one place
+(an intervention, a branch) share every other draw.
+
+On CUDA, a request without an intervention or a forced character decodes alone, its steps past the prompt
+replayed as a CUDA graph of `chunk_size` steps with no host synchronisation inside a chunk.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from typing import Iterator
 import torch
 
 from .gates import StepWeights, Trace, build_trace
-from .model import gru_update
-from .sampling import DecodeSettings, filter_probs, race, race_noise
+from .interventions import Intervention, step_forces
+from .layout import Layout, choose_layout
+from .sampling import DecodeSettings, RowSettings, filter_probs, race, race_noise
 
 GRAPH_CACHE_SIZE = 8
 
@@ -30,20 +38,155 @@ class DecodeUpdate:
     trace: Trace | None = None
 
 
-def decode_step(weights: StepWeights, token: torch.Tensor, h: torch.Tensor, h_out: torch.Tensor,
-                logits_out: torch.Tensor) -> None:
-    """Read one character (token [1]) in state h [layers, 1, H]: write every layer's new state into h_out
-    [layers, 1, H] and the next-character logits into logits_out [1, vocab]."""
-    gh = weights.every_layer_hidden_gates(h)
-    below = None
-    for layer in range(h.shape[0]):
-        below = gru_update(weights.input_gates(layer, token, below), gh[layer], h[layer], out=h_out[layer])[2]
-    weights.logits(below, out=logits_out)
+@dataclass(frozen=True)
+class DecodeRequest:
+    """One run: the prompt's token ids and the settings; optionally an intervention, and characters forced at
+    some generated positions (`forced`: (generated index, token id) pairs; index 0 is the first written)."""
 
+    ids: tuple[int, ...]
+    settings: DecodeSettings
+    intervention: Intervention | None = None
+    forced: tuple[tuple[int, int], ...] = ()
+
+
+class Row:
+    """A request being decoded: its tokens so far and what every position recorded (position t holds what
+    the model had after reading tokens[t])."""
+
+    def __init__(self, request: DecodeRequest, weights: StepWeights, device):
+        layers, hidden, vocab = weights.shape
+        self.request = request
+        self.prompt_len = len(request.ids)
+        self.length = self.prompt_len + request.settings.max_new_chars
+        self.tokens = list(request.ids)
+        self.t = 0  # the position the next step reads
+        self.hidden = torch.empty(self.length, layers, hidden, device=device)
+        self.logits = torch.empty(self.length, vocab, device=device)
+        self.filtered = torch.empty(self.length, vocab, device=device)
+        self.noise = race_noise(request.settings, request.settings.max_new_chars, vocab).to(device)
+        self.forced = dict(request.forced)
+
+    @property
+    def done(self) -> bool:
+        return self.t >= self.length
+
+    @property
+    def samples(self) -> bool:
+        """Whether the step at the current position picks the next character (the last one picks none)."""
+        return self.prompt_len - 1 <= self.t < self.length - 1
+
+    @property
+    def written(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+    def trace(self, model, weights: StepWeights) -> Trace:
+        with torch.no_grad():  # outside inference mode, so the trace holds ordinary tensors its users may modify
+            return build_trace(weights, vocab=model.vocab, prompt_len=self.prompt_len,
+                               settings=self.request.settings, tokens=torch.tensor(self.tokens, device=self.hidden.device),
+                               hidden=self.hidden, logits=self.logits, filtered=self.filtered,
+                               intervention=self.request.intervention)
+
+
+class Batch:
+    """The rows of a loop between two changes of membership, with the buffers their steps reuse."""
+
+    def __init__(self, rows: list[Row], weights: StepWeights, layout: Layout, device):
+        self.rows = rows
+        padded = layout.padded_rows(len(rows))
+        self.padding = [0] * (padded - len(rows))
+        self.scratch = weights.scratch(layout, len(rows), device)
+        for i, row in enumerate(rows):  # scratch.h is the state: a row's state is what it recorded last
+            if row.t:
+                self.scratch.h[:, i] = row.hidden[row.t - 1]
+        self.settings = RowSettings([row.request.settings for row in rows], weights.shape[2], device)
+        self.filtered = torch.empty(len(rows), weights.shape[2], device=device)
+        self.no_draw = torch.ones(weights.shape[2], device=device)
+        self.interventions = [(i, row.request.intervention) for i, row in enumerate(rows) if row.request.intervention]
+
+
+class DecodeLoop:
+    """Rows that join, step together and leave when done. Not thread-safe: one thread steps a loop."""
+
+    def __init__(self, model, layout: Layout | None = None):
+        self.model = model
+        self.device = model.device
+        self.weights = step_weights(model)
+        self.layout = layout or choose_layout(self.weights, self.device)[0]
+        self.rows: list[Row] = []
+        self.batch: Batch | None = None
+
+    def add(self, request: DecodeRequest) -> Row:
+        row = Row(request, self.weights, self.device)
+        self.rows.append(row)
+        self.batch = None
+        return row
+
+    def remove(self, row: Row) -> None:
+        if row in self.rows:
+            self.rows.remove(row)
+            self.batch = None
+
+    def step(self) -> list[Row]:
+        """Every row reads its next character; returns the rows that finished (and left) at this step."""
+        if not self.rows:
+            return []
+        if self.batch is None:
+            self.batch = Batch(list(self.rows), self.weights, self.layout, self.device)
+        batch, rows = self.batch, self.batch.rows
+        tokens = torch.tensor([row.tokens[row.t] for row in rows] + batch.padding, device=self.device)
+        forces = step_forces(batch.interventions, [row.t for row in rows], self.device) \
+            if batch.interventions else None
+        h, logits = self.weights.step(self.layout, tokens, batch.scratch.h, batch.scratch, forces)
+        filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered)
+        draws = [row.samples for row in rows]
+        if any(draws):
+            noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
+                                 for row, draw in zip(rows, draws)])
+            chosen = race(filtered, noise).tolist()
+        finished = []
+        for i, (row, draw) in enumerate(zip(rows, draws)):
+            row.hidden[row.t] = h[:, i]
+            row.logits[row.t] = logits[i]
+            row.filtered[row.t] = filtered[i]
+            if draw:
+                row.tokens.append(row.forced.get(row.written, chosen[i]))
+            row.t += 1
+            if row.done:
+                finished.append(row)
+        for row in finished:
+            self.remove(row)
+        return finished
+
+
+def check_request(model, request: DecodeRequest) -> None:
+    """ValueError naming what is wrong with an intervention or a forced character for this model."""
+    if request.intervention is not None:
+        request.intervention.check(model.num_layers, model.hidden_size)
+    for index, token in request.forced:
+        if not 0 <= index < request.settings.max_new_chars:
+            raise ValueError(f"a forced character's position must be from 0 to {request.settings.max_new_chars - 1} "
+                             f"(0 = the first character written), not {index}")
+        if not 0 <= token < len(model.vocab):
+            raise ValueError(f"a forced character must be in the model's vocabulary, not token id {token}")
+
+
+def decode_rows(loop: DecodeLoop, row: Row, chunk_size: int) -> Iterator[list[int]]:
+    """Step `loop` until `row` is done, yielding its newly written token ids every `chunk_size` characters.
+    Each step runs in inference mode on whichever thread asks (never held across a yield)."""
+    shown = 0
+    while not row.done:
+        with torch.inference_mode():
+            while not row.done and row.written - shown < chunk_size:
+                loop.step()
+        yield row.tokens[row.prompt_len + shown :]
+        shown = row.written
+
+
+# ---- CUDA: one request, its generated steps as CUDA graph replays ----
 
 @dataclass
 class Record:
-    """What the loop keeps per position t, "after reading tokens[t]" (padded on CUDA to whole chunks)."""
+    """What the graph's steps write per position (the chunk's tokens, states, logits and filtered rows)."""
 
     tokens: torch.Tensor  # [T]
     hidden: torch.Tensor  # [T, layers, H]
@@ -57,63 +200,22 @@ class Record:
                    torch.empty(length, layers, hidden, device=device),
                    torch.empty(length, vocab, device=device), torch.empty(length, vocab, device=device))
 
-    def step(self, t: int, weights: StepWeights, settings: DecodeSettings, token: torch.Tensor, h: torch.Tensor,
-             noise: torch.Tensor | None = None, sample_out: torch.Tensor | None = None) -> torch.Tensor:
-        """Read `token` in state h and fill row t: states, logits, filtered distribution; given a noise row,
-        also sample the next character into sample_out. Everything is written in place (no copies, and on
-        CUDA fewer kernels per step). Returns the new state, a view of row t."""
-        h_out = self.hidden[t].unsqueeze(1)
-        logits = self.logits[t : t + 1]
-        decode_step(weights, token, h, h_out, logits)
-        filtered = filter_probs(logits, settings, out=self.filtered[t : t + 1])
-        if noise is not None:
-            race(filtered, noise, out=sample_out)
-        return h_out
-
-    def trimmed(self, length: int) -> "Record":
-        return Record(self.tokens[:length], self.hidden[:length], self.logits[:length], self.filtered[:length])
-
-
-def read_prompt(weights, record, settings, h, end):
-    """Eager steps over positions [0, end) of the prompt; returns the state after them."""
-    for t in range(end):
-        h = record.step(t, weights, settings, record.tokens[t : t + 1], h)
-    return h
-
-
-def decode_eager(weights, record, prompt_len, settings, noise, chunk_size):
-    """All steps eagerly (the CPU path). Yields each chunk of new token ids as soon as it is written."""
-    layers, hidden, _ = weights.shape
-    h = torch.zeros(layers, 1, hidden, device=record.tokens.device)
-    h = read_prompt(weights, record, settings, h, prompt_len - 1)
-    total = record.tokens.shape[0]
-    first = prompt_len
-    for t in range(prompt_len - 1, total):
-        if t + 1 < total:
-            row = t + 1 - prompt_len
-            h = record.step(t, weights, settings, record.tokens[t : t + 1], h, noise[row : row + 1],
-                            record.tokens[t + 1 : t + 2])
-        else:  # the last character is read for its trace; nothing follows it
-            h = record.step(t, weights, settings, record.tokens[t : t + 1], h)
-        if t + 2 - first == chunk_size or t + 2 == total:
-            yield record.tokens[first : t + 2].tolist()
-            first = t + 2
-
 
 class GraphDecoder:
     """`chunk_size` decode steps captured in one CUDA graph, for one model and one set of filter settings.
 
-    Step i reads the character step i - 1 wrote (the first reads `token`) and the state it wrote (the first
-    reads `h`); the graph ends by carrying its last character and state over into `token` and `h`, so the
-    next replay continues where this one stopped.
+    Step i reads the character step i - 1 wrote (the first reads `token`) in the state kept in scratch.h; the
+    graph ends by carrying its last character over into `token`, so the next replay continues where this one
+    stopped.
     """
 
-    def __init__(self, weights: StepWeights, settings: DecodeSettings, chunk_size: int):
+    def __init__(self, weights: StepWeights, layout: Layout, settings: DecodeSettings, chunk_size: int):
         device = weights.head_b.device
-        layers, hidden, vocab = weights.shape
-        self.weights, self.settings, self.chunk_size = weights, settings, chunk_size
+        vocab = weights.shape[2]
+        self.weights, self.layout, self.chunk_size = weights, layout, chunk_size
+        self.settings = RowSettings([settings], vocab, device)
         self.token = torch.zeros(1, dtype=torch.long, device=device)
-        self.h = torch.zeros(layers, 1, hidden, device=device)
+        self.scratch = weights.scratch(layout, 1, device)
         self.noise = torch.ones(chunk_size, vocab, device=device)
         self.out = Record.empty(chunk_size, weights, device)
         side = torch.cuda.Stream(device)
@@ -125,21 +227,30 @@ class GraphDecoder:
         with torch.cuda.graph(self.graph):
             self._steps()
 
+    def read(self, token: torch.Tensor, record: Record, t: int, noise: torch.Tensor | None = None,
+             sample_out: torch.Tensor | None = None):
+        """One step reading `token` into position t of `record`; given a noise row, also sample into sample_out."""
+        h, logits = self.weights.step(self.layout, token, self.scratch.h, self.scratch)
+        record.hidden[t] = h[:, 0]
+        record.logits[t] = logits[0]
+        filtered = filter_probs(logits, self.settings, out=record.filtered[t : t + 1])
+        if noise is not None:
+            race(filtered, noise, out=sample_out)
+
     def _steps(self):
-        token, h, out = self.token, self.h, self.out
+        token, out = self.token, self.out
         for i in range(self.chunk_size):
-            h = out.step(i, self.weights, self.settings, token, h, self.noise[i : i + 1], out.tokens[i : i + 1])
+            self.read(token, out, i, self.noise[i : i + 1], out.tokens[i : i + 1])
             token = out.tokens[i : i + 1]
         self.token.copy_(token)
-        self.h.copy_(h)
 
 
-def decode_cuda_graph(model, weights, record, prompt_len, settings, noise, chunk_size):
+def decode_cuda_graph(decoder: GraphDecoder, record: Record, prompt_len: int, noise: torch.Tensor, chunk_size: int):
     """The prompt eagerly, then the generated part as graph replays; yields each chunk's token ids."""
-    decoder = graph_decoder(model, weights, settings, chunk_size)
-    h = read_prompt(weights, record, settings, torch.zeros_like(decoder.h), prompt_len - 1)
+    decoder.scratch.h.zero_()
+    for t in range(prompt_len - 1):
+        decoder.read(record.tokens[t : t + 1], record, t)
     decoder.token.copy_(record.tokens[prompt_len - 1 : prompt_len])
-    decoder.h.copy_(h)
     chunks = noise.shape[0] // chunk_size
     host = torch.empty(chunks, chunk_size, dtype=torch.long, pin_memory=True)
     ready = [torch.cuda.Event() for _ in range(chunks)]
@@ -167,12 +278,31 @@ def graph_decoder(model, weights: StepWeights, settings: DecodeSettings, chunk_s
     cache = model.__dict__.setdefault("_graph_decoders", OrderedDict())
     key = (weights_version(model), settings.temperature, settings.top_k, settings.top_p, chunk_size)
     if key not in cache:
-        cache[key] = GraphDecoder(weights, settings, chunk_size)
+        cache[key] = GraphDecoder(weights, choose_layout(weights, model.device)[0], settings, chunk_size)
         while len(cache) > GRAPH_CACHE_SIZE:
             cache.popitem(last=False)
     cache.move_to_end(key)
     return cache[key]
 
+
+def decode_on_cuda(model, ids: list[int], settings: DecodeSettings, chunk_size: int):
+    """A request alone on CUDA: returns the Record it fills and the chunks of new token ids (all computed)."""
+    weights = step_weights(model)
+    device, prompt_len, new_chars = model.device, len(ids), settings.max_new_chars
+    # Noise rows for every step past the prompt, padded with ones to whole chunks for the graph.
+    steps = -(-(new_chars + 1) // chunk_size) * chunk_size
+    noise = torch.ones(steps, len(model.vocab))
+    noise[:new_chars] = race_noise(settings, new_chars, len(model.vocab))
+    record = Record.empty(prompt_len + steps, weights, device)
+    record.tokens[:prompt_len].copy_(torch.tensor(ids, dtype=torch.long).pin_memory(), non_blocking=True)
+    noise = noise.pin_memory().to(device, non_blocking=True)
+    with _graph_lock:
+        decoder = graph_decoder(model, weights, settings, chunk_size)
+        chunks = list(decode_cuda_graph(decoder, record, prompt_len, noise, chunk_size))
+    return weights, record, chunks
+
+
+# ---- the model's weights for stepping ----
 
 def weights_version(model) -> tuple:
     return (model.device, tuple(p._version for p in model.parameters()))
@@ -187,36 +317,11 @@ def step_weights(model) -> StepWeights:
     return cached[1]
 
 
-def start_decode(model, ids: list[int], settings: DecodeSettings, chunk_size: int, use_graph: bool):
-    """The step weights, an empty Record holding the prompt, and the decode loop (not started yet)."""
-    weights = step_weights(model)
-    device, prompt_len, new_chars = model.device, len(ids), settings.max_new_chars
-    # Noise rows for every step past the prompt, padded with ones to whole chunks for the CUDA graph.
-    steps = -(-(new_chars + 1) // chunk_size) * chunk_size if use_graph else new_chars
-    noise = torch.ones(steps, len(model.vocab))
-    noise[:new_chars] = race_noise(settings, new_chars, len(model.vocab))
-    record = Record.empty(prompt_len + steps, weights, device)
-    prompt_ids = torch.tensor(ids, dtype=torch.long)
-    if use_graph:
-        record.tokens[:prompt_len].copy_(prompt_ids.pin_memory(), non_blocking=True)
-        noise = noise.pin_memory().to(device, non_blocking=True)
-        return weights, record, decode_cuda_graph(model, weights, record, prompt_len, settings, noise, chunk_size)
-    record.tokens[:prompt_len] = prompt_ids
-    return weights, record, decode_eager(weights, record, prompt_len, settings, noise, chunk_size)
-
-
-def each_in_inference_mode(loop):
-    """Run a decode loop one chunk at a time, each chunk in inference mode on whichever thread asks."""
-    while True:
-        with torch.inference_mode():
-            chunk = next(loop, None)
-        if chunk is None:
-            return
-        yield chunk
-
+# ---- one request, as the library runs it ----
 
 def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unknown: str = "error",
-           chunk_size: int = 32) -> Iterator[DecodeUpdate]:
+           chunk_size: int = 32, intervention: Intervention | None = None,
+           forced: tuple[tuple[int, int], ...] = ()) -> Iterator[DecodeUpdate]:
     """Yield the text as it is written (one update per chunk); the last update carries the Trace."""
     settings = settings or DecodeSettings()
     if not isinstance(settings, DecodeSettings):
@@ -229,38 +334,41 @@ def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unk
                          + ": give at least one character for the model to start from")
     if model.training:
         raise RuntimeError("the model is in training mode (dropout on): call model.eval() before generating")
-    device = model.device
-    use_graph = device.type == "cuda" and settings.max_new_chars > 0
-    prompt_len, new_chars = len(ids), settings.max_new_chars
-    # Torch's inference mode and the graph lock belong to a thread, and whoever consumes this generator may
-    # resume it on another thread (Gradio does), so neither is ever held across a yield.
-    if use_graph:
-        with _graph_lock, torch.inference_mode():
-            weights, record, loop = start_decode(model, ids, settings, chunk_size, use_graph)
-            chunks = list(loop)  # the GPU writes every chunk; the host still receives them one by one
-    else:
+    request = DecodeRequest(tuple(ids), settings, intervention, tuple(forced))
+    check_request(model, request)
+    text = model.tokenizer.decode(ids)
+    if model.device.type == "cuda" and intervention is None and not forced and settings.max_new_chars > 0:
+        # Torch's inference mode and the graph lock belong to a thread, and whoever consumes this generator may
+        # resume it on another thread (Gradio does), so neither is held across a yield.
         with torch.inference_mode():
-            weights, record, loop = start_decode(model, ids, settings, chunk_size, use_graph)
-        chunks = each_in_inference_mode(loop)
-    text = model.tokenizer.decode(ids) if on_unknown == "drop" else prompt
-    written = 0
-    for new_ids in chunks:
-        new_ids = new_ids[: new_chars - written]
-        written += len(new_ids)
+            weights, record, chunks = decode_on_cuda(model, ids, settings, chunk_size)
+        written = 0
+        for new_ids in chunks:
+            new_ids = new_ids[: settings.max_new_chars - written]
+            written += len(new_ids)
+            text += model.tokenizer.decode(new_ids)
+            if new_ids:
+                yield DecodeUpdate(text)
+        length = len(ids) + settings.max_new_chars
+        with torch.no_grad():
+            trace = build_trace(weights, vocab=model.vocab, prompt_len=len(ids), settings=settings,
+                                tokens=record.tokens[:length], hidden=record.hidden[:length],
+                                logits=record.logits[:length], filtered=record.filtered[:length])
+        yield DecodeUpdate(trace.text, trace)
+        return
+    loop = DecodeLoop(model)
+    row = loop.add(request)
+    for new_ids in decode_rows(loop, row, chunk_size):
         text += model.tokenizer.decode(new_ids)
         if new_ids:
             yield DecodeUpdate(text)
-    record = record.trimmed(prompt_len + new_chars)
-    # Outside inference mode, so the trace holds ordinary tensors its users may modify.
-    with torch.no_grad():
-        trace = build_trace(weights, vocab=model.vocab, prompt_len=prompt_len, settings=settings,
-                            tokens=record.tokens, hidden=record.hidden, logits=record.logits,
-                            filtered=record.filtered)
+    trace = row.trace(model, loop.weights)
     yield DecodeUpdate(trace.text, trace)
 
 
-def generate(model, prompt: str, settings: DecodeSettings | None = None, *, on_unknown: str = "error") -> Trace:
+def generate(model, prompt: str, settings: DecodeSettings | None = None, *, on_unknown: str = "error",
+             intervention: Intervention | None = None, forced: tuple[tuple[int, int], ...] = ()) -> Trace:
     """Run the whole generation and return its Trace."""
-    for update in stream(model, prompt, settings, on_unknown=on_unknown):
+    for update in stream(model, prompt, settings, on_unknown=on_unknown, intervention=intervention, forced=forced):
         pass
     return update.trace

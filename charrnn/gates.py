@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .layout import Layout
+from .interventions import run_forces
 from .model import gru_update
 from .sampling import DecodeSettings
 
@@ -16,29 +18,21 @@ class StepWeights:
 
     Matrices keep nn.GRU's [out, in] layout and are used through transposed views, as nn.GRU's own products
     are: the products then round like nn.GRU's, and the states stay within about 5e-6 of its states even
-    after thousands of steps (a transposed copy runs faster on the CPU but drifts to about 1e-5). The
-    previous-state matrices of all layers are stacked so one batched product serves every layer in a step.
+    after thousands of steps (a transposed copy drifts to about 1e-5).
     """
 
     input_proj: torch.Tensor  # [vocab, 3H]: layer 0's W_ih e(c) + b_ih for every character c
     w_ih: list  # per layer [3H, in]; layer 0's entry is None (folded into input_proj)
     b_ih: list
     w_hh: torch.Tensor  # [layers, 3H, H]
-    b_hh: torch.Tensor  # [layers, 1, 3H]
+    b_hh: torch.Tensor  # [layers, 3H]
     head_w: torch.Tensor  # [vocab, H]
     head_b: torch.Tensor
-    # One step's products are split into this many row blocks and run as one batched product, so that every
-    # CPU core reads its share of the weights (a batch-1 step is bound by memory bandwidth, and one product
-    # alone runs on one core). On CUDA a single kernel per product is faster: 1.
-    parts: int = 1
 
     @classmethod
     def of(cls, model) -> "StepWeights":
         gru = model.gru
         layers = range(model.num_layers)
-        parts = torch.get_num_threads() if model.device.type == "cpu" else 1
-        while (3 * model.hidden_size) % parts:
-            parts -= 1
 
         def param(name):
             return getattr(gru, name).detach()
@@ -49,10 +43,9 @@ class StepWeights:
                 w_ih=[None] + [param(f"weight_ih_l{k}") for k in layers[1:]],
                 b_ih=[param(f"bias_ih_l{k}") for k in layers],
                 w_hh=torch.stack([param(f"weight_hh_l{k}") for k in layers]),
-                b_hh=torch.stack([param(f"bias_hh_l{k}")[None] for k in layers]),
+                b_hh=torch.stack([param(f"bias_hh_l{k}") for k in layers]),
                 head_w=model.head.weight.detach(),
                 head_b=model.head.bias.detach(),
-                parts=parts,
             )
 
     @property
@@ -61,37 +54,66 @@ class StepWeights:
         vocab, hidden = self.head_w.shape
         return self.w_hh.shape[0], hidden, vocab
 
+    # ---- one decode step for several rows ----
+
+    def scratch(self, layout: Layout, rows: int, device) -> "StepScratch":
+        return StepScratch.empty(self.shape, layout.padded_rows(rows), device)
+
+    def step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor, scratch: "StepScratch", forces=None):
+        """Read one character per row (tokens [R]) in state h [layers, R, H], R = layout.padded_rows(...): write
+        every layer's new state into scratch.h [layers, R, H] and the next-character logits into scratch.logits
+        [R, vocab]. Each row's result depends on its own token and state only (the layout is batch-invariant).
+        `forces` maps a 0-based layer to the Forces (charrnn.interventions) applied in it at this step."""
+        layers = h.shape[0]
+        for layer in range(layers):
+            layout.product(h[layer], self.w_hh[layer], self.b_hh[layer], out=scratch.gh[layer])
+        for layer in range(layers):
+            if layer == 0:
+                gi = torch.index_select(self.input_proj, 0, tokens, out=scratch.gi)
+            else:
+                gi = layout.product(scratch.h[layer - 1], self.w_ih[layer], self.b_ih[layer], out=scratch.gi)
+            gru_update(gi, scratch.gh[layer], h[layer], out=scratch.h[layer],
+                       forces=forces.get(layer, ()) if forces else ())
+        layout.product(scratch.h[-1], self.head_w, self.head_b, out=scratch.logits)
+        return scratch.h, scratch.logits
+
+    def run_step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor):
+        """One step for len(tokens) rows, padded as the layout pads them; returns copies of (h, logits)."""
+        rows = tokens.shape[0]
+        padded = layout.padded_rows(rows)
+        scratch = StepScratch.empty(self.shape, padded, tokens.device)
+        tokens = torch.cat([tokens, tokens.new_zeros(padded - rows)])
+        h = torch.cat([h, h.new_zeros(h.shape[0], padded - rows, h.shape[2])], dim=1)
+        state, logits = self.step(layout, tokens, h, scratch)
+        return state[:, :rows].clone(), logits[:rows].clone()
+
+    # ---- every step of a recorded run at once (the gate pass) ----
+
     def input_gates(self, layer: int, tokens: torch.Tensor, below: torch.Tensor | None) -> torch.Tensor:
-        """W_ih x_t + b_ih for layer `layer`: a row lookup for layer 0, a matrix product above it (for one step
-        or, in the gate pass, for every step at once)."""
+        """W_ih x_t + b_ih for layer `layer` at every step: a row lookup for layer 0, a product above it."""
         if layer == 0:
             return self.input_proj.index_select(0, tokens)
-        if below.shape[0] == 1 and self.parts > 1:  # one decode step on the CPU
-            return self.blocked_products(self.b_ih[layer][None, None], below[None], self.w_ih[layer][None])[0]
         return torch.addmm(self.b_ih[layer], below, self.w_ih[layer].t())
-
-    def blocked_products(self, bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """x @ weight.T + bias for a batch ([batch, 1, in] @ [batch, out, in]) of one-row products, each split
-        into `parts` row blocks of the weight so the cores share the work; [batch, 1, out]."""
-        batch, _, width = x.shape
-        out = weight.shape[1]
-        rows = out // self.parts
-        x = x[:, None].expand(batch, self.parts, 1, width).reshape(batch * self.parts, 1, width)
-        blocks = weight.reshape(batch * self.parts, rows, width).transpose(1, 2)
-        return torch.baddbmm(bias.reshape(batch * self.parts, 1, rows), x, blocks).view(batch, 1, out)
 
     def hidden_gates(self, layer: int, h_prev: torch.Tensor) -> torch.Tensor:
         """W_hh h_{t-1} + b_hh of one layer, for any number of steps at once (h_prev [T, H])."""
-        return torch.addmm(self.b_hh[layer, 0], h_prev, self.w_hh[layer].t())
+        return torch.addmm(self.b_hh[layer], h_prev, self.w_hh[layer].t())
 
-    def every_layer_hidden_gates(self, h: torch.Tensor) -> torch.Tensor:
-        """W_hh h_{t-1} + b_hh of all layers in one batched product (h [layers, 1, H]): in a decode step these
-        depend only on the previous states, and one batched product is about twice as fast on the CPU as one
-        product per layer."""
-        return self.blocked_products(self.b_hh, h, self.w_hh)
 
-    def logits(self, h_top: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.addmm(self.head_b, h_top, self.head_w.t(), out=out)
+@dataclass
+class StepScratch:
+    """What one decode step writes, for a fixed number of (padded) rows; reused step after step."""
+
+    gh: torch.Tensor  # [layers, R, 3H]
+    gi: torch.Tensor  # [R, 3H]
+    h: torch.Tensor  # [layers, R, H]
+    logits: torch.Tensor  # [R, vocab]
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int, int], rows: int, device) -> "StepScratch":
+        layers, hidden, vocab = shape
+        return cls(torch.empty(layers, rows, 3 * hidden, device=device), torch.empty(rows, 3 * hidden, device=device),
+                   torch.zeros(layers, rows, hidden, device=device), torch.empty(rows, vocab, device=device))
 
 
 @dataclass
@@ -109,6 +131,7 @@ class Trace:
     vocab: str
     settings: DecodeSettings
     device: str
+    intervention: object = None  # the charrnn.interventions.Intervention applied in this run, if any
 
     @property
     def generated(self) -> str:
@@ -120,29 +143,33 @@ class Trace:
         return -torch.log(p.clamp_min(1e-30))
 
 
-def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Tensor):
+def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Tensor, intervention=None):
     """Reset and update gates of every layer at every step, from the recorded states alone.
 
     hidden is [layers, T, H], the states after each step from a zero initial state. One batched pass per layer:
     the inputs are the tokens (layer 0) or the layer below's states, the previous states are `hidden` shifted.
+    A run made with an intervention gets its forced gates back (the same forces, one row per step).
     """
+    forces = run_forces(intervention, hidden.shape[1], hidden.device)
     resets, updates = [], []
     for layer in range(hidden.shape[0]):
         h_prev = torch.cat([torch.zeros_like(hidden[layer, :1]), hidden[layer, :-1]])
         gi = weights.input_gates(layer, tokens, hidden[layer - 1] if layer else None)
-        reset_gate, update_gate, _ = gru_update(gi, weights.hidden_gates(layer, h_prev), h_prev)
+        reset_gate, update_gate, _ = gru_update(gi, weights.hidden_gates(layer, h_prev), h_prev,
+                                                forces=forces.get(layer, ()))
         resets.append(reset_gate)
         updates.append(update_gate)
     return torch.stack(resets), torch.stack(updates)
 
 
 def build_trace(weights: StepWeights, *, vocab: str, prompt_len: int, settings: DecodeSettings,
-                tokens: torch.Tensor, hidden: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor) -> Trace:
+                tokens: torch.Tensor, hidden: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor,
+                intervention=None) -> Trace:
     """Assemble the Trace from what the decode loop recorded (tokens [T], hidden [T, layers, H], logits and
     filtered [T, vocab]); the result's tensors are on the CPU."""
     device = tokens.device
     hidden = hidden.transpose(0, 1)
-    reset_gate, update_gate = recompute_gates(weights, tokens, hidden)
+    reset_gate, update_gate = recompute_gates(weights, tokens, hidden, intervention)
     parts = dict(tokens=tokens, probs=torch.softmax(logits, -1), filtered=filtered,
                  reset_gate=reset_gate, update_gate=update_gate, hidden=hidden)
     if device.type == "cuda":
@@ -157,7 +184,7 @@ def build_trace(weights: StepWeights, *, vocab: str, prompt_len: int, settings: 
     else:
         parts = {k: v.clone(memory_format=torch.contiguous_format) for k, v in parts.items()}
     return Trace(text="".join(vocab[i] for i in parts["tokens"].tolist()), prompt_len=prompt_len, vocab=vocab,
-                 settings=settings, device=str(device), **parts)
+                 settings=settings, device=str(device), intervention=intervention, **parts)
 
 
 def saturation(gate: torch.Tensor, low: float = 0.1, high: float = 0.9):

@@ -77,19 +77,32 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: torch.Tensor | None = None):
+def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: torch.Tensor | None = None,
+               forces=()):
     """The GRU equations, exactly as torch.nn.GRU computes them.
 
-    gi = W_ih x_t + b_ih and gh = W_hh h_{t-1} + b_hh, each [..., 3H] in the order (r, z, n).
+    gi = W_ih x_t + b_ih and gh = W_hh h_{t-1} + b_hh, each [rows, 3H] in the order (r, z, n); a row is one
+    request's step while decoding, or one step of a text when the gates are recomputed for all steps at once.
     Returns the reset gate r_t, the update gate z_t and the new state h_t = (1 - z_t) n_t + z_t h_{t-1}
-    (written into `out` when given). Works for one step or for many steps at once (given every h_{t-1}).
+    (written into `out` when given).
+
+    `forces` (charrnn.interventions.Force) set chosen units of chosen rows: a forced reset or update gate
+    replaces r_t or z_t before it is used; a forced hidden unit replaces h_t after the update, so the next
+    layer and the next step see it.
     """
     hidden = h_prev.shape[-1]
     gi_rz, gi_n = gi.split((2 * hidden, hidden), dim=-1)
     gh_rz, gh_n = gh.split((2 * hidden, hidden), dim=-1)
-    reset_gate, update_gate = torch.sigmoid(gi_rz + gh_rz).chunk(2, dim=-1)
-    candidate = torch.tanh(torch.addcmul(gi_n, reset_gate, gh_n))
-    return reset_gate, update_gate, torch.lerp(candidate, h_prev, update_gate, out=out)
+    reset_gate, update_gate = torch.add(gi_rz, gh_rz).sigmoid_().chunk(2, dim=-1)
+    for force in forces:
+        if force.kind != "hidden":
+            (reset_gate if force.kind == "reset" else update_gate).index_put_((force.rows, force.units), force.values)
+    candidate = torch.addcmul(gi_n, reset_gate, gh_n).tanh_()
+    h = torch.lerp(candidate, h_prev, update_gate, out=out)
+    for force in forces:
+        if force.kind == "hidden":
+            h.index_put_((force.rows, force.units), force.values)
+    return reset_gate, update_gate, h
 
 
 class CharRNN(

@@ -82,18 +82,3 @@ def test_saturation_fractions():
     left, right = saturation(gate)
     assert left.tolist() == [0.75, 0.0, 0.0]
     assert right.tolist() == [0.0, 0.0, 0.75]
-
-
-@pytest.mark.parametrize("parts", [1, 2, 3, 4])
-def test_blocked_products_equal_plain_products(parts):
-    from dataclasses import replace
-
-    from charrnn.gates import StepWeights
-
-    model = make_tiny(hidden_size=24, num_layers=3)  # 3H = 72 rows: 1, 2, 3 and 4 blocks all divide it
-    weights = replace(StepWeights.of(model), parts=parts)
-    h = torch.randn(3, 1, 24)
-    expected = torch.stack([h[k] @ weights.w_hh[k].T + weights.b_hh[k] for k in range(3)])
-    assert torch.allclose(weights.every_layer_hidden_gates(h), expected, atol=1e-6)
-    below = torch.randn(1, 24)
-    assert torch.allclose(weights.input_gates(1, None, below), below @ weights.w_ih[1].T + weights.b_ih[1], atol=1e-6)
