@@ -22,7 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from gradio_client import Client  # noqa: E402
 
 from charrnn import DecodeSettings  # noqa: E402
-from charrnn import playground as pg  # noqa: E402
+from charrnn.compute import on_compute_thread  # noqa: E402
 
 
 def request(user: int, i: int, chars: int) -> dict:
@@ -45,7 +45,7 @@ def run_load(url: str, model, users: int = 8, per_user: int = 10, chars: int = 2
         for i in range(per_user):
             settings = request(u, i, chars)
             prompt = settings.pop("prompt")
-            alone[u, i] = pg.generate(model, prompt, DecodeSettings(**settings)).text
+            alone[u, i] = on_compute_thread(model.generate)(prompt, DecodeSettings(**settings)).text
     lock = threading.Lock()
 
     def user(u: int) -> None:
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
 
     _, url, _ = app.demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH)
     try:
-        result = run_load(url, app.DEFAULT_MODEL, args.users, args.requests, args.chars)
+        result = run_load(url, app.demo.site.default_model, args.users, args.requests, args.chars)
     finally:
         app.demo.close()
     print(f"{result['completed']}/{result['requests']} requests, {len(result['errors'])} errors, "

@@ -24,6 +24,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 from bench.browser import CHROMIUM, CHROMIUM_ARGS, generate_in_page  # noqa: E402
 from charrnn import DecodeSettings  # noqa: E402
 from charrnn import playground as pg  # noqa: E402
+from charrnn.compute import on_compute_thread  # noqa: E402
 
 
 def trivial_app() -> gr.Blocks:
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     _, url, _ = app.demo.launch(prevent_thread_lock=True, quiet=True, **app.LAUNCH)
     trivial = trivial_app()
     _, trivial_url, _ = trivial.launch(prevent_thread_lock=True, quiet=True)
-    model = app.DEFAULT_MODEL
+    model = app.demo.site.default_model
     result = {"device": pg.device_description(model), "chromium": CHROMIUM}
     try:
         with sync_playwright() as playwright:
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
                 times = []
                 for seed in range(repeats + 1):  # the first run of each length warms up
                     # On pg's compute thread, as the app does: torch work here would slow the server measured.
-                    trace = pg.generate(model, args.prompt, DecodeSettings(chars, 0.8, 0, 0.95, 100 + seed))
+                    trace = on_compute_thread(model.generate)(args.prompt, DecodeSettings(chars, 0.8, 0, 0.95, 100 + seed))
                     times.append(generate_in_page(page, args.prompt, chars, 100 + seed, trace))
                 result[f"click_to_figures_{chars}_s"] = [round(t, 3) for t in times[1:]]
                 if chars == 2000:

@@ -1,32 +1,96 @@
-"""The compute thread: the one thread that runs all of the page's torch work."""
+"""The compute thread: the one thread that runs all of the page's torch work.
+
+With OpenMP (libgomp, as in the CPU wheels) every thread that runs a parallel op keeps its own team of worker
+threads; once there are more of those than cores, libgomp stops spin-waiting between parallel regions and every
+decode step waits for its workers to wake up. Gradio serves each request on a pool thread: decoding there ran
+2.2x slower on the 2-core machine (0.70 s against 0.30 s for 300 characters) until all of it went through
+this one thread.
+
+The thread runs two kinds of work: tasks (a function call whose result someone waits for, e.g. building a
+figure) and background work (the decode server's steps, which go on while it has rows). It alternates them,
+one task then one round of background work, so neither starves the other.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from typing import Callable
 
-# The page runs all of its torch work on one thread. With OpenMP (libgomp, as in the CPU wheels) every thread
-# that runs a parallel op keeps its own team of worker threads; once there are more of those than cores, libgomp
-# stops spin-waiting between parallel regions and every decode step waits for its workers to wake up. Gradio
-# serves each request on a pool thread: decoding there ran 2.2x slower on the 2-core machine (0.70 s against
-# 0.30 s for 300 characters) until all of it went through this one thread.
-_compute = threading.local()
-_compute_executor: ThreadPoolExecutor | None = None
-_compute_lock = threading.Lock()
+_local = threading.local()
 
 
-def _mark_compute_thread() -> None:
-    _compute.is_it = True
+class ComputeThread:
+    def __init__(self):
+        self.tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self.background: list[Callable[[], bool]] = []
+        self.thread = threading.Thread(target=self.run, name="charrnn-compute", daemon=True)
+        self.thread.start()
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self.tasks.put((future, fn, args, kwargs))
+        return future
+
+    def add_background(self, work: Callable[[], bool]) -> None:
+        """`work()` runs between tasks for as long as it returns True (it has more to do); call wake() when
+        it has new work."""
+        self.tasks.put((None, self.background.append, (work,), {}))
+
+    def remove_background(self, work: Callable[[], bool]) -> None:
+        self.tasks.put((None, lambda: work in self.background and self.background.remove(work), (), {}))
+
+    def wake(self) -> None:
+        self.tasks.put((None, None, (), {}))
+
+    def run(self) -> None:
+        _local.is_compute_thread = True
+        busy = False
+        while True:
+            try:
+                future, fn, args, kwargs = self.tasks.get(block=not busy)
+            except queue.Empty:
+                fn = None
+            else:
+                if fn is not None and (future is None or future.set_running_or_notify_cancel()):
+                    try:
+                        result = fn(*args, **kwargs)
+                    except BaseException as e:  # noqa: BLE001 - handed to whoever waits for it
+                        if future is not None:
+                            future.set_exception(e)
+                    else:
+                        if future is not None:
+                            future.set_result(result)
+            busy = False
+            for work in self.background:
+                busy = work() or busy
+
+
+_thread: ComputeThread | None = None
+_thread_lock = threading.Lock()
+
+
+def compute_thread() -> ComputeThread:
+    global _thread
+    with _thread_lock:
+        if _thread is None:
+            _thread = ComputeThread()
+        return _thread
 
 
 def _forget_compute_thread() -> None:  # a forked child (a ZeroGPU worker) has no copy of the thread
-    global _compute_executor
-    _compute_executor = None
+    global _thread
+    _thread = None
 
 
 os.register_at_fork(after_in_child=_forget_compute_thread)
+
+
+def is_compute_thread() -> bool:
+    return getattr(_local, "is_compute_thread", False)
 
 
 def on_compute_thread(fn):
@@ -34,13 +98,8 @@ def on_compute_thread(fn):
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
-        global _compute_executor
-        if getattr(_compute, "is_it", False):
+        if is_compute_thread():
             return fn(*args, **kwargs)
-        with _compute_lock:
-            if _compute_executor is None:
-                _compute_executor = ThreadPoolExecutor(1, "charrnn-compute", initializer=_mark_compute_thread)
-            executor = _compute_executor
-        return executor.submit(fn, *args, **kwargs).result()
+        return compute_thread().submit(fn, *args, **kwargs).result()
 
     return run

@@ -6,11 +6,9 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -158,21 +156,6 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
     )
 
 
-def stream(model: CharRNN, prompt: str, settings: DecodeSettings) -> Iterator[tuple[str, Trace | None, float]]:
-    """(text so far, None, seconds) at most every STREAM_EVERY_S, then (text, trace, seconds) once."""
-    started = last = time.perf_counter()
-    updates = model.stream(prompt, settings)
-    # Each chunk of the decode loop runs on the compute thread; the caller's thread only passes the text on.
-    next_update = on_compute_thread(next)
-    while (update := next_update(updates, None)) is not None:
-        now = time.perf_counter()
-        if update.trace is not None:
-            yield update.text, update.trace, now - started
-        elif now - last >= STREAM_EVERY_S:
-            last = now
-            yield update.text, None, now - started
-
-
 @dataclass(frozen=True)
 class View:
     """How the gate figures and the unit text view are shown; changing it redraws from the stored trace."""
@@ -189,11 +172,6 @@ class View:
         layers, _, hidden = trace.hidden.shape
         return replace(self, layer=min(self.layer, layers - 1), unit_layer=min(self.unit_layer, layers - 1),
                        unit=min(self.unit, hidden - 1))
-
-
-@on_compute_thread
-def generate(model: CharRNN, prompt: str, settings: DecodeSettings) -> Trace:
-    return model.generate(prompt, settings)
 
 
 @on_compute_thread
@@ -217,7 +195,6 @@ def all_figures(trace: Trace, view: View) -> dict:
             "unit": unit_view(trace, view)}
 
 
-def summary(trace: Trace, seconds: float) -> str:
-    new = len(trace.generated)
-    return (f"Wrote {new:,} characters in {seconds:.2f} s on {trace.device.split(':')[0].upper()} "
-            f"({new / max(seconds, 1e-9):,.0f} chars/s); figures cover all {len(trace.text):,} steps.")
+def summary(written: int, steps: int, seconds: float, model: CharRNN) -> str:
+    return (f"Wrote {written:,} characters in {seconds:.2f} s on {device_description(model)} "
+            f"({written / max(seconds, 1e-9):,.0f} chars/s); figures cover all {steps:,} steps.")

@@ -1,0 +1,41 @@
+"""The playground page: one Gradio Blocks with a tab per module (Write, Units, What-if), all of them calling
+the logic in the package; what every visitor shares lives in a Site (charrnn.page.site).
+
+    from charrnn.page import build_demo, LAUNCH
+    build_demo().launch(**LAUNCH)
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import playground as pg
+from .site import Site
+from .write import write_tab
+
+CSS = """
+.gradio-container {max-width: 1400px !important}
+#generated-text textarea {font-family: ui-monospace, monospace; font-size: 15px}
+/* Figures lay out on their own: the streaming text must not make the browser lay out every plot again. */
+#probabilities, #reset-gate, #update-gate, #saturation, #surprisal, #unit-text {contain: content}
+"""
+# No run history: it would copy every run's figures (megabytes) into the browser's localStorage. Enough worker
+# threads for every visitor the decode server takes at once (each streaming visitor holds one while it waits).
+LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.DRAW_EACH_PLOT_ONCE, show_error=True, run_history=False,
+              max_threads=160)
+
+
+def build_demo(site: Site | None = None) -> gr.Blocks:
+    site = site or Site()
+    with gr.Blocks(title="charrnn: watch a GRU write") as demo:
+        model_key = gr.State(site.default_key)
+        gr.Markdown(
+            "# charrnn: watch a character-level GRU write\n"
+            "Type a prompt, choose how to pick each next character, and watch the model write. Then step through "
+            "what it predicted at every character, and how its reset and update gates responded.")
+        with gr.Tab("Write", id="write"):
+            write_tab(site, model_key)
+    limits = site.server.limits
+    demo.queue(default_concurrency_limit=2, max_size=limits.max_rows + limits.max_waiting + 32)
+    demo.site = site
+    return demo

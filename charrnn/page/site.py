@@ -1,0 +1,39 @@
+"""What every visitor of the page shares: the loaded models, the decode server, the recent runs' traces and
+the run the page opens with."""
+
+from __future__ import annotations
+
+from .. import playground as pg
+from ..runs import Recipe, RunCache
+from ..serving import DecodeServer, ServerLimits
+
+EXAMPLES = [
+    ["ROMEO:\n", 300, 0.8, 0, 0.95, 1],
+    ["First Citizen:\nBefore we proceed any further, hear me speak.\n\n", 400, 1.0, 0, 1.0, 7],
+    ["KING RICHARD III:\nNow is the winter of our discontent\n", 300, 0, 0, 1.0, 0],
+    ["JULIET:\nO Romeo, Romeo! ", 300, 1.2, 5, 1.0, 42],
+    ["To be, or not to be", 200, 0.5, 0, 0.9, 3],
+]
+
+
+class Site:
+    def __init__(self, default_model: str | None = None, device: str = "auto", limits: ServerLimits | None = None):
+        self.models = pg.ModelCache(device=device)
+        self.server = DecodeServer(limits)
+        self.runs = RunCache(self.server)
+        self.default_key = pg.model_key(default_model or pg.default_model(), None)
+        self.default_model = self.models.get(self.default_key)
+        # The page opens with the first example already written, so its figures show what to expect; its trace
+        # is kept for as long as the page runs (the first run also chooses the decode layout for this machine).
+        prompt, *settings = EXAMPLES[0]
+        self.opening = Recipe(self.default_key, prompt, pg.check_inputs(self.default_model, prompt, *settings))
+        self.opening_trace = self.runs.trace(self.opening, self.default_model)
+
+    def model(self, key):
+        return self.models.get(key)
+
+    def trace(self, recipe: Recipe | None):
+        """The trace of a visitor's last run (the opening run before their first)."""
+        if recipe is None or recipe == self.opening:
+            return self.opening_trace
+        return self.runs.trace(recipe, self.model(recipe.model))

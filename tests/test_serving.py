@@ -1,0 +1,90 @@
+"""The decode server: many requests in one loop on the compute thread, each text as it would be alone."""
+
+import pytest
+
+from charrnn import DecodeSettings
+from charrnn.decode import DecodeRequest, step_weights
+from charrnn.serving import DecodeServer, JobCancelled, ServerBusy, ServerLimits
+
+from threads import in_threads
+
+SETTINGS = [DecodeSettings(150, 0.8, 0, 0.95, s) for s in range(6)] + [DecodeSettings(90, 0, 0, 1.0, 0),
+                                                                        DecodeSettings(120, 1.1, 7, 1.0, 9)]
+
+
+@pytest.fixture
+def server():
+    server = DecodeServer(ServerLimits(max_rows=8, max_waiting=8))
+    yield server
+    server.close()
+
+
+def request(model, prompt, settings):
+    return DecodeRequest(tuple(model.tokenizer.encode(prompt)), settings)
+
+
+def test_requests_from_many_threads_each_get_the_text_they_get_alone(server, shipped):
+    alone = [shipped.generate("ROMEO:\n", s).text for s in SETTINGS]
+
+    def visitor(settings):
+        job = server.submit(shipped, request(shipped, "ROMEO:\n", settings))
+        job.result()
+        return job.text
+
+    assert in_threads(visitor, SETTINGS) == alone
+
+
+def test_the_text_grows_while_the_job_runs_and_the_row_is_the_one_alone(server, shipped):
+    settings = DecodeSettings(1500, 0.8, 0, 0.95, 4)
+    job = server.submit(shipped, request(shipped, "KING:", settings))
+    seen = set()
+    while not job.wait(0.02):
+        seen.add(job.written)
+    assert len(seen) > 2
+    row = job.result()
+    alone = shipped.generate("KING:", settings)
+    assert job.text == alone.text
+    trace = row.trace(shipped, step_weights(shipped))
+    assert (trace.hidden == alone.hidden).all() and (trace.filtered == alone.filtered).all()
+
+
+def test_a_cancelled_job_frees_its_row_at_the_next_step(server, shipped):
+    long = server.submit(shipped, request(shipped, "ROMEO:", DecodeSettings(2000, 0.8, 0, 0.95, 1)))
+    while long.written < 5:
+        long.wait(0.01)
+    long.cancel()
+    with pytest.raises(JobCancelled):
+        long.result()
+    assert long.written < 2000 and server.load == {"running": 0, "waiting": 0}
+    short = server.submit(shipped, request(shipped, "ROMEO:", SETTINGS[0]))
+    short.result()
+    assert short.text == shipped.generate("ROMEO:", SETTINGS[0]).text
+
+
+def test_beyond_the_cap_a_request_is_refused_at_once_with_a_message(shipped):
+    server = DecodeServer(ServerLimits(max_rows=1, max_waiting=1))
+    try:
+        first = server.submit(shipped, request(shipped, "ROMEO:", DecodeSettings(2000, 0.8, 0, 0.95, 1)))
+        while server.load["running"] == 0:
+            first.wait(0.01)
+        second = server.submit(shipped, request(shipped, "ROMEO:", SETTINGS[0]))  # waits for the one row
+        with pytest.raises(ServerBusy, match="busy.*Try again"):
+            server.submit(shipped, request(shipped, "ROMEO:", SETTINGS[1]))
+        first.cancel()
+        second.result()
+        assert second.text == shipped.generate("ROMEO:", SETTINGS[0]).text
+    finally:
+        server.close()
+
+
+def test_runs_longer_than_the_server_holds_and_bad_interventions_are_refused(server, shipped):
+    small = DecodeServer(ServerLimits(max_steps=100))
+    try:
+        with pytest.raises(ValueError, match="longer than this server allows"):
+            small.submit(shipped, request(shipped, "ROMEO:", DecodeSettings(200)))
+    finally:
+        small.close()
+    from charrnn.interventions import Intervention
+
+    with pytest.raises(ValueError, match="unit must be a whole number from 0 to 511"):
+        server.submit(shipped, DecodeRequest((1, 2), DecodeSettings(10), Intervention(1, "hidden", 512, 0.5)))
