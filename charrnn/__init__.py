@@ -1,10 +1,11 @@
 """charrnn: a character-level GRU language model you can watch while it writes."""
 
+from .bigram import BigramLanguageModel
 from .decode import DecodeUpdate
 from .gates import Trace
 from .model import CharRNN, ModelLoadError
 from .sampling import DecodeSettings, filter_probs
 from .vocab import UnknownCharactersError, Vocab
 
-__all__ = ["CharRNN", "DecodeSettings", "DecodeUpdate", "ModelLoadError", "Trace", "UnknownCharactersError",
-           "Vocab", "filter_probs"]
+__all__ = ["BigramLanguageModel", "CharRNN", "DecodeSettings", "DecodeUpdate", "ModelLoadError", "Trace",
+           "UnknownCharactersError", "Vocab", "filter_probs"]

@@ -1,4 +1,4 @@
-"""python -m charrnn {train,sample,evaluate,push}: the command line."""
+"""python -m charrnn {train,train-bigram,sample,evaluate,push}: the command line."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-dir", help="resumable state (default checkpoints/NAME)")
     t.add_argument("--save-dtype", default="float16", choices=["float32", "float16", "bfloat16"])
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    b = commands.add_parser("train-bigram", help="train the bigram baseline of \"Let's build GPT\" on a text file")
+    b.add_argument("--text", required=True, help="training text (first 90 %% trains, last 10 %% validates)")
+    b.add_argument("--out", required=True, help="folder for the model (Hub layout), e.g. weights/bigram")
+    b.add_argument("--steps", type=int, default=12_000, help="optimizer steps (default 12000)")
+    b.add_argument("--batch-size", type=int, default=64, help="sequences per batch, B (default 64)")
+    b.add_argument("--block-size", type=int, default=256, help="characters per sequence, T (default 256)")
+    b.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3, as in the video)")
+    b.add_argument("--eval-every", type=int, default=1000, help="steps between validation passes")
+    b.add_argument("--seed", type=int, default=1337)
 
     s = commands.add_parser("sample", help="write text after a prompt")
     s.add_argument("--model", default="weights/tiny-shakespeare", help="local folder or Hub repo id")
@@ -80,6 +90,16 @@ def run(args, argv) -> None:
                      command="python -m charrnn " + shlex.join(argv), progress=not args.quiet)
         print(f"best validation loss {info['val_loss']:.4f} nats/char at step {info['best_step']}; "
               f"saved to {args.out}")
+    elif args.command == "train-bigram":
+        from .train_bigram import train_bigram
+
+        info = train_bigram(args.text, args.out, steps=args.steps, batch_size=args.batch_size,
+                            block_size=args.block_size, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
+                            command="python -m charrnn " + shlex.join(argv))
+        bounds = info["bounds"]
+        print(f"validation loss {info['val_loss']:.4f} nats/char (bigram bounds from counts: "
+              f"{bounds['val_own_counts']:.4f} with the validation text's own counts, {bounds['train_counts']:.4f} "
+              f"with the training part's, add-{bounds['alpha']:g}); saved to {args.out}")
     elif args.command == "sample":
         from .model import CharRNN
         from .sampling import DecodeSettings
@@ -98,15 +118,30 @@ def run(args, argv) -> None:
             print(model.generate(args.prompt, settings, on_unknown=on_unknown).text)
     elif args.command == "evaluate":
         from .evaluate import evaluate_file
-        from .model import CharRNN
 
-        model = CharRNN.from_pretrained(args.model, revision=args.revision, device=args.device)
+        model = load_gru_or_bigram(args.model, revision=args.revision, device=args.device)
         result = evaluate_file(model, args.text, args.part, args.window)
         print(json.dumps({"model": args.model, **result, "loss": round(result["loss"], 4)}))
     elif args.command == "push":
         from .hub import push
 
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
+
+
+def load_gru_or_bigram(source: str, **kwargs):
+    """CharRNN, or BigramLanguageModel when config.json's model_type says "bigram".
+
+    A stopgap until charrnn.loading.load_model dispatches on the model type for every command."""
+    from .bigram import BigramLanguageModel
+    from .hub_layout import OtherModelTypeError
+    from .model import CharRNN
+
+    try:
+        return CharRNN.from_pretrained(source, **kwargs)
+    except OtherModelTypeError as e:
+        if e.model_type != BigramLanguageModel.MODEL_TYPE:
+            raise
+        return BigramLanguageModel.from_pretrained(source, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

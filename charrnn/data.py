@@ -30,11 +30,11 @@ def split(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def check_length(text: str, seq_len: int, path: str | Path = "the text") -> None:
+def check_length(text: str, seq_len: int, path: str | Path = "the text", flag: str = "--seq-len") -> None:
     """Refuse a text whose training part cannot fill one sequence, or whose validation part is empty."""
     train_part, val_part = split(text)
     if len(train_part) < seq_len + 1 or len(val_part) < 2:
         need = max(seq_len + 1, 2) / TRAIN_FRACTION
         raise DataError(f"{path} is too short to train on: {len(text)} characters, but one batch of "
                         f"{seq_len}-character sequences from the first 90 % (and a validation part from the "
-                        f"last 10 %) needs at least {int(need) + 2}; use a longer text or a smaller --seq-len")
+                        f"last 10 %) needs at least {int(need) + 2}; use a longer text or a smaller {flag}")

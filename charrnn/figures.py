@@ -1,7 +1,8 @@
 """Figures of a Trace: next-character probabilities per step, gate heatmaps, gate saturation, text views.
 
 Plotly figures (drawn by gr.Plot in the page) and HTML strings (gr.HTML). Every builder takes a Trace and
-nothing else from the model, so each can be tested without a browser.
+nothing else from the model, so each can be tested without a browser. (text_html also colours a plain string,
+for views of other analyses, such as charrnn.memory_gain's.)
 """
 
 from __future__ import annotations
@@ -164,12 +165,14 @@ def saturation_figure(trace: Trace, low: float = 0.1, high: float = 0.9) -> go.F
     return figure
 
 
-def text_html(trace: Trace, colors: list[str], titles: list[str], legend: str) -> str:
-    """The text as spans coloured one per character, the prompt underlined, whitespace made visible."""
+def text_html(text: Trace | str, colors: list[str], titles: list[str], legend: str) -> str:
+    """The text (a Trace's, its prompt underlined, or a plain string) as spans coloured one per character,
+    whitespace made visible."""
+    text, prompt_len = (text.text, text.prompt_len) if isinstance(text, Trace) else (text, 0)
     spans = []
-    for t, c in enumerate(trace.text):
+    for t, c in enumerate(text):
         shown = html.escape(visible_char(c)) + ("<br>" if c == "\n" else "")
-        style = f"background:{colors[t]}" + (";border-bottom:1px dotted #888" if t < trace.prompt_len else "")
+        style = f"background:{colors[t]}" + (";border-bottom:1px dotted #888" if t < prompt_len else "")
         spans.append(f'<span style="{style}" title="{html.escape(titles[t], quote=True)}">{shown}</span>')
     return (f'<div class="charrnn-text-legend" style="font-size:13px;color:#555;margin-bottom:6px">{legend}</div>'
             '<div class="charrnn-text" style="font-family:ui-monospace,monospace;font-size:15px;line-height:1.7;'
