@@ -7,12 +7,16 @@ through next_logits (no sampling loop here).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .gates import StepScratch
 from .hub_layout import HubModel
 from .vocab import Vocab
+from .writing import Writes
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -63,6 +67,7 @@ Load it with
 class BigramLanguageModel(
     nn.Module,
     HubModel,
+    Writes,
     library_name="charrnn",
     license="mit",
     tags=["char-rnn", "bigram", "text-generation"],
@@ -108,11 +113,37 @@ class BigramLanguageModel(
         return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
     def next_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [R] -> logits [R, C] of the character after each (for the decode loop)."""
+        """tokens [R] -> logits [R, C] of the character after each."""
         return self.token_embedding_table(tokens)
+
+    # No recurrent state: zero layers of zero units, which the page reads as "no gates to show".
+    num_layers = 0
+    hidden_size = 0
+
+    def step_weights(self) -> "BigramStep":
+        return BigramStep(self.token_embedding_table.weight.detach())
 
     def card_fields(self) -> dict:
         return {**super().card_fields(), "training": self.training_info}
+
+
+@dataclass
+class BigramStep:
+    """The bigram in the decode loop: a step's logits are the table's rows for the characters read; there is
+    no state (zero layers), so the same loop, filter and sampling write with it as with the GRU."""
+
+    table: torch.Tensor  # [vocab, vocab]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return 0, 0, self.table.shape[0]
+
+    def scratch(self, layout, rows: int, device) -> StepScratch:
+        return StepScratch.empty(self.shape, layout.padded_rows(rows), device)
+
+    def step(self, layout, tokens: torch.Tensor, h: torch.Tensor, scratch: StepScratch, forces=None):
+        torch.index_select(self.table, 0, tokens, out=scratch.logits)
+        return scratch.h, scratch.logits
 
 
 # ---- what a bigram can reach: the statistics of character pairs ----

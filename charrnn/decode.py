@@ -313,7 +313,7 @@ def step_weights(model) -> StepWeights:
     version = weights_version(model)
     cached = model.__dict__.get("_step_weights")
     if cached is None or cached[0] != version:
-        model.__dict__["_step_weights"] = cached = (version, StepWeights.of(model))
+        model.__dict__["_step_weights"] = cached = (version, model.step_weights())
     return cached[1]
 
 

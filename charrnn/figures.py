@@ -142,6 +142,14 @@ def gate_figure(trace: Trace, kind: str, layer: int, order: str = "variance", ma
     return figure
 
 
+def message_figure(message: str, height: int = 160) -> go.Figure:
+    """An empty figure that says why there is nothing to draw."""
+    figure = go.Figure()
+    figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font_size=14)
+    figure.update_layout(template=TEMPLATE, height=height, xaxis_visible=False, yaxis_visible=False)
+    return figure
+
+
 def saturation_figure(trace: Trace, low: float = 0.1, high: float = 0.9) -> go.Figure:
     """Each unit's fraction of steps left-saturated (< low) against right-saturated (> high), per gate and layer,
     as in Karpathy, Johnson & Fei-Fei (2015), "Visualizing and Understanding Recurrent Networks", fig. 3."""

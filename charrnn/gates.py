@@ -150,6 +150,8 @@ def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Te
     the inputs are the tokens (layer 0) or the layer below's states, the previous states are `hidden` shifted.
     A run made with an intervention gets its forced gates back (the same forces, one row per step).
     """
+    if hidden.shape[0] == 0:  # a model with no recurrent layers (the bigram) has no gates
+        return hidden.clone(), hidden.clone()
     forces = run_forces(intervention, hidden.shape[1], hidden.device)
     resets, updates = [], []
     for layer in range(hidden.shape[0]):

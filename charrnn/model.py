@@ -8,6 +8,7 @@ import torch.nn as nn
 # ModelLoadError, load_weights, one_line and resolve_device are imported from charrnn.model too.
 from .hub_layout import SAVE_DTYPES, HubModel, ModelLoadError, load_weights, one_line, resolve_device  # noqa: F401
 from .vocab import Vocab
+from .writing import Writes
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -79,6 +80,7 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: to
 class CharRNN(
     nn.Module,
     HubModel,
+    Writes,
     library_name="charrnn",
     license="mit",
     tags=["char-rnn", "gru", "text-generation"],
@@ -143,25 +145,11 @@ class CharRNN(
         out, h_n = self.gru(self.drop(self.embedding(ids)), h0)
         return self.head(self.drop(out)), h_n
 
-    # ---- decoding and inspection (the loops live in charrnn.decode) ----
+    def step_weights(self):
+        """The weights arranged for the decode loop's steps (charrnn.gates.StepWeights)."""
+        from .gates import StepWeights
 
-    def generate(self, prompt: str, settings=None, *, on_unknown: str = "error"):
-        """Write after `prompt` and return the Trace: text, per-step probabilities and every layer's gates."""
-        from .decode import generate
-
-        return generate(self, prompt, settings, on_unknown=on_unknown)
-
-    def stream(self, prompt: str, settings=None, *, on_unknown: str = "error", chunk_size: int = 32):
-        """Like generate, but yields the text as it is written; the last update carries the Trace."""
-        from .decode import stream
-
-        return stream(self, prompt, settings, on_unknown=on_unknown, chunk_size=chunk_size)
-
-    def trace(self, text: str, *, on_unknown: str = "error"):
-        """Read `text` from a zero state and return its Trace (nothing is generated)."""
-        from .sampling import DecodeSettings
-
-        return self.generate(text, DecodeSettings(max_new_chars=0), on_unknown=on_unknown)
+        return StepWeights.of(self)
 
     # ---- Hub layout (saving and loading live in charrnn.hub_layout) ----
 

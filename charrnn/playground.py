@@ -174,8 +174,18 @@ class View:
                        unit=min(self.unit, hidden - 1))
 
 
+NO_GATES = ("This model has no recurrent layers, so it has no gates: each next character depends on the last "
+            "character alone (a bigram).")
+
+
+def has_gates(trace: Trace) -> bool:
+    return trace.hidden.shape[0] > 0
+
+
 @on_compute_thread
 def gate_figures(trace: Trace, view: View):
+    if not has_gates(trace):
+        return figures.message_figure(NO_GATES), figures.message_figure(NO_GATES)
     view = view.fitted(trace)
     return (figures.gate_figure(trace, "reset", view.layer, view.order, view.max_units),
             figures.gate_figure(trace, "update", view.layer, view.order, view.max_units))
@@ -183,6 +193,8 @@ def gate_figures(trace: Trace, view: View):
 
 @on_compute_thread
 def unit_view(trace: Trace, view: View) -> str:
+    if not has_gates(trace):
+        return f"<p>{NO_GATES}</p>"
     view = view.fitted(trace)
     return figures.activation_html(trace, view.unit_kind, view.unit_layer, view.unit)
 
@@ -190,9 +202,9 @@ def unit_view(trace: Trace, view: View) -> str:
 @on_compute_thread
 def all_figures(trace: Trace, view: View) -> dict:
     reset, update = gate_figures(trace, view)
+    saturation = figures.saturation_figure(trace) if has_gates(trace) else figures.message_figure(NO_GATES)
     return {"probabilities": figures.probability_figure(trace), "reset": reset, "update": update,
-            "saturation": figures.saturation_figure(trace), "surprisal": figures.surprisal_html(trace),
-            "unit": unit_view(trace, view)}
+            "saturation": saturation, "surprisal": figures.surprisal_html(trace), "unit": unit_view(trace, view)}
 
 
 def summary(written: int, steps: int, seconds: float, model: CharRNN) -> str:

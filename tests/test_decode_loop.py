@@ -140,3 +140,27 @@ def test_a_forced_layout_comes_from_the_environment(monkeypatch):
         Layout.parse("fast")
     with pytest.raises(ValueError, match="min_rows must equal group"):
         Layout("bmm", 4, 2)
+
+
+def test_the_bigram_writes_through_the_same_loop_with_no_gates():
+    from charrnn.bigram import BigramLanguageModel
+
+    from conftest import ROOT
+
+    bigram = BigramLanguageModel.from_pretrained(ROOT / "weights" / "bigram", device="cpu")
+    greedy = bigram.generate("ROMEO:", DecodeSettings(40, 0, 0, 1.0, 0))
+    table = bigram.token_embedding_table.weight.detach()
+    for t in range(5, len(greedy.text) - 1):  # greedy: each character is the argmax of the last one's row
+        assert greedy.tokens[t + 1] == table[greedy.tokens[t]].argmax()
+    sampled = bigram.generate("ROMEO:", DecodeSettings(300, 1.0, 5, 1.0, 2))
+    steps = torch.arange(5, len(sampled.text) - 1)
+    assert (sampled.filtered[steps, sampled.tokens[steps + 1]] > 0).all()
+    assert torch.allclose(sampled.probs, torch.softmax(table[sampled.tokens], -1))
+    assert sampled.hidden.shape == sampled.reset_gate.shape == (0, len(sampled.text), 0)
+    loop = DecodeLoop(bigram)  # beside other rows, the same text
+    rows = [loop.add(request(bigram, p, s)) for p, s in zip(PROMPTS, MIXED)]
+    probe = loop.add(request(bigram, "ROMEO:", DecodeSettings(300, 1.0, 5, 1.0, 2)))
+    with torch.inference_mode():
+        while not probe.done:
+            loop.step()
+    assert probe.trace(bigram, loop.weights).text == sampled.text and rows
