@@ -22,7 +22,7 @@ except ImportError:
     def on_gpu(fn):
         return fn
 
-MODELS = pg.ModelCache()
+MODELS = pg.ModelRegistry()
 DEFAULT_KEY = pg.model_key(pg.default_model(), None)
 DEFAULT_MODEL = MODELS.get(DEFAULT_KEY)
 EXAMPLES = [

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import safetensors
 import safetensors.torch
 import torch
 import torch.nn as nn
-from huggingface_hub import PyTorchModelHubMixin, file_exists, hf_hub_download
-from huggingface_hub.errors import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
+from huggingface_hub import PyTorchModelHubMixin
 
+from . import config as fields
 from .vocab import Vocab
 
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_FILE = "pytorch_model.bin"
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MAX_WIDTH = 16_384  # embedding_dim and hidden_size; the size limit (charrnn.loading) usually binds first
+MAX_LAYERS = 32
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -118,13 +112,7 @@ class CharRNN(
         training: dict | None = None,
     ):
         super().__init__()
-        if save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"save_dtype must be one of {sorted(SAVE_DTYPES)}, not {save_dtype!r}")
-        for name, value in (("embedding_dim", embedding_dim), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {dropout!r}")
+        check_arguments(vocab, embedding_dim, hidden_size, num_layers, dropout, save_dtype)
         self.tokenizer = Vocab(vocab)
         self.embedding_dim, self.hidden_size, self.num_layers = embedding_dim, hidden_size, num_layers
         self.dropout, self.save_dtype, self.training_info = dropout, save_dtype, training
@@ -201,70 +189,45 @@ class CharRNN(
         return super().save_pretrained(save_directory, config=self.config(), model_card_kwargs=card, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None,
-                        device: str | torch.device = "auto", **hub_kwargs) -> "CharRNN":
-        """Load from a local folder or a Hub repo id; only model.safetensors is ever read (never a pickle).
+    def expected_tensors(cls, config: dict) -> dict[str, tuple[int, ...]]:
+        """The state dict's names and shapes that config.json implies, from its fields alone (nothing is built).
 
-        Every failure (no such folder or repo, offline and not cached, not a charrnn model, corrupt weights,
-        weights that do not match config.json) raises ModelLoadError with a message that says which.
+        Raises charrnn.config.ConfigError naming a field that cannot define a CharRNN.
         """
-        source = str(pretrained_model_name_or_path)
-        device = resolve_device(device)
-        try:
-            model = super().from_pretrained(source, revision=revision, strict=True, **hub_kwargs)
-        except ModelLoadError:
-            raise
-        except RevisionNotFoundError:
-            raise ModelLoadError(f"the Hub repository {source!r} has no revision {revision!r}") from None
-        except RepositoryNotFoundError:
-            raise ModelLoadError(
-                f"{source!r} is neither a local folder nor a model repository on the Hub "
-                "(check the spelling; a private or gated repository needs HF_TOKEN)") from None
-        except HFValidationError:
-            raise ModelLoadError(
-                f"{source!r} is not a local folder and not a Hub repo id of the form 'owner/name'") from None
-        except LocalEntryNotFoundError:
-            raise ModelLoadError(
-                f"cannot load {source!r}: the Hub is unreachable (or HF_HUB_OFFLINE is set) and the model "
-                "is not in the local cache") from None
-        except (HfHubHTTPError, OSError) as e:
-            raise ModelLoadError(f"cannot download {source!r} from the Hub: {one_line(e)}") from None
-        return model.to(device)
+        args = {"vocab": None, **fields.constructor_arguments(cls, config)}
+        check_arguments(**args)
+        vocab, width, hidden = len(args["vocab"]), args["embedding_dim"], args["hidden_size"]
+        shapes = {"embedding.weight": (vocab, width)}
+        for k in range(args["num_layers"]):
+            shapes |= {f"gru.weight_ih_l{k}": (3 * hidden, width if k == 0 else hidden),
+                       f"gru.weight_hh_l{k}": (3 * hidden, hidden),
+                       f"gru.bias_ih_l{k}": (3 * hidden,), f"gru.bias_hh_l{k}": (3 * hidden,)}
+        return shapes | {"head.weight": (vocab, hidden), "head.bias": (vocab,)}
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
-                         strict: bool = True, **model_kwargs):
-        def fetch(filename: str) -> str | None:
-            if os.path.isdir(model_id):
-                path = os.path.join(model_id, filename)
-                return path if os.path.isfile(path) else None
-            try:
-                return hf_hub_download(model_id, filename, revision=revision, cache_dir=cache_dir, token=token,
-                                       force_download=force_download, local_files_only=local_files_only)
-            except LocalEntryNotFoundError:
-                raise  # offline and not cached: from_pretrained explains
-            except EntryNotFoundError:
-                return None
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None,
+                        device: str | torch.device = "auto", **kwargs) -> "CharRNN":
+        """Load from a local folder or a Hub repo id; only model.safetensors is ever read (never a pickle).
 
-        weights = fetch(WEIGHTS_FILE)
-        if weights is None:
-            # Only ask whether a pickle is there (a HEAD request); it is never downloaded.
-            has_pickle = (os.path.isfile(os.path.join(model_id, PICKLE_FILE)) if os.path.isdir(model_id) else
-                          not local_files_only and file_exists(model_id, PICKLE_FILE, revision=revision, token=token))
-            raise ModelLoadError(
-                f"{model_id!r} has no {WEIGHTS_FILE}"
-                + (f", only {PICKLE_FILE}, which charrnn refuses: pickled weights can run code when loaded. "
-                   f"Convert it to {WEIGHTS_FILE} (safetensors.torch.save_file) and try again"
-                   if has_pickle else ": charrnn loads safetensors weights only"))
-        if not isinstance(model_kwargs.get("vocab"), str):
-            raise ModelLoadError(f"{model_id!r} is not a charrnn model: its config.json is missing or has no 'vocab' string")
-        try:
-            model = cls(**model_kwargs)
-        except (TypeError, ValueError) as e:
-            raise ModelLoadError(f"config.json of {model_id!r} is not a valid charrnn config: {e}") from None
-        load_weights(model, weights, source=model_id, strict=strict)
-        model.eval()
-        return model
+        The model's size and tensors are checked from config.json and the safetensors header before anything is
+        downloaded or built (charrnn.loading). kwargs: max_model_mb (default CHARRNN_MAX_MODEL_MB or 200, the
+        float32 size), token, cache_dir, local_files_only, force_download. Every failure (no such folder or repo,
+        offline and not cached, not a charrnn model, too large, corrupt weights, weights that do not match
+        config.json) raises ModelLoadError with a message that says which.
+        """
+        from .loading import load_model
+
+        return load_model(pretrained_model_name_or_path, revision, device=device, model_class=cls, **kwargs)
+
+
+def check_arguments(vocab, embedding_dim, hidden_size, num_layers, dropout, save_dtype, training=None) -> None:
+    """The constructor's arguments, each checked; raises ConfigError (a ValueError) naming the first bad one."""
+    fields.vocab(vocab)
+    fields.whole_number("embedding_dim", embedding_dim, 1, MAX_WIDTH)
+    fields.whole_number("hidden_size", hidden_size, 1, MAX_WIDTH)
+    fields.whole_number("num_layers", num_layers, 1, MAX_LAYERS)
+    fields.fraction("dropout", dropout)
+    fields.one_of("save_dtype", save_dtype, list(SAVE_DTYPES))
 
 
 def one_line(error: BaseException) -> str:
@@ -280,12 +243,18 @@ def load_weights(model: nn.Module, path: str, *, source: str, strict: bool = Tru
         tensors = safetensors.torch.load_file(path)
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"{WEIGHTS_FILE} of {source!r} is not a readable safetensors file ({one_line(e)})") from None
+    check_shapes(expected, found, source=source, strict=strict)
+    model.load_state_dict(tensors, strict=strict)
+
+
+def check_shapes(expected: dict, found: dict, *, source: str, strict: bool = True) -> None:
+    """Raise ModelLoadError naming the tensors whose names or shapes differ from what config.json implies."""
     problems = [f"{k}: file has {list(found[k])}, config.json implies {list(shape)}"
-                for k, shape in expected.items() if k in found and found[k] != shape]
+                for k, shape in expected.items() if k in found and tuple(found[k]) != tuple(shape)]
     if strict:
         problems += [f"{k} missing from the file" for k in expected if k not in found]
-        problems += [f"unexpected tensor {k} in the file" for k in found if k not in expected]
+        # Names from the file are cut short: the header is the publisher's text.
+        problems += [f"unexpected tensor {k[:60]!r} in the file" for k in found if k not in expected]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise ModelLoadError(f"the weights of {source!r} do not match its config.json: {shown}")
-    model.load_state_dict(tensors, strict=strict)
