@@ -340,7 +340,7 @@ def config_too_large(source: str, size: int | None) -> ModelLoadError:
 
 
 def megabytes(n: int) -> str:
-    return f"{n / MB:,.1f} MB" if n < 100 * MB else f"{n / MB:,.0f} MB"
+    return f"{n / MB:,.0f} MB" if n >= 100 * MB else f"{n / MB:.1f} MB" if n >= MB else f"{n / MB:.3g} MB"
 
 
 # ---- building ----

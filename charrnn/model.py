@@ -16,7 +16,7 @@ from .vocab import Vocab
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_FILE = "pytorch_model.bin"
 SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-MAX_WIDTH = 16_384  # embedding_dim and hidden_size; the size limit (charrnn.loading) usually binds first
+MAX_WIDTH = 1_000_000  # embedding_dim and hidden_size: only absurd values; the size limit (charrnn.loading) binds first
 MAX_LAYERS = 32
 
 MODEL_CARD = """---

@@ -60,7 +60,7 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.ranges: list[tuple[str, str]] = []  # (path, Range header) of every ranged GET
         self.sent = Counter()  # (method, path) -> body bytes sent
-        self.sending = Counter()  # path -> bodies being sent right now
+        self.downloading = Counter()  # path -> whole-file bodies (not ranged reads) being sent right now
         self.trickle: dict[tuple[str, str], Trickle] = {}  # (repo_id, filename) -> how to send it slowly
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -91,15 +91,14 @@ class FakeHub:
             repo["branches"][branch] = sha
             return sha
 
-    def sent_to(self, filename: str, method: str = "GET") -> int:
-        """Body bytes sent for every `method` request of a path ending in /filename."""
-        return sum(n for (m, path), n in self.sent.items() if m == method and path.endswith("/" + filename))
+    def sent_to(self, repo_id: str, filename: str) -> int:
+        """Body bytes sent in answer to GETs of repo_id's `filename` (at any revision)."""
+        return sum(n for (method, path), n in self.sent.items() if method == "GET" and is_file(path, repo_id, filename))
 
-    def full_gets(self, filename: str) -> int:
-        """GETs of a path ending in /filename without a Range header (whole-file downloads)."""
-        ranged = Counter(path for path, _ in self.ranges)
-        gets = Counter(path for m, path in self.requests if m == "GET" and path.endswith("/" + filename))
-        return sum(n - ranged[path] for path, n in gets.items())
+    def full_gets(self, repo_id: str, filename: str) -> int:
+        """GETs of repo_id's `filename` without a Range header: whole-file downloads."""
+        gets = sum(1 for method, path in self.requests if method == "GET" and is_file(path, repo_id, filename))
+        return gets - sum(1 for path, _ in self.ranges if is_file(path, repo_id, filename))
 
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         repo = self.repos[repo_id]
@@ -132,10 +131,11 @@ class FakeHub:
                 pieces = content.chunks(start, end) if isinstance(content, GeneratedFile) else \
                     (content[i : i + CHUNK] for i in range(start, end, CHUNK))
                 if trickle is not None:
-                    whole = b"".join(pieces)
-                    pieces = [whole[i : i + trickle.chunk] for i in range(0, len(whole), trickle.chunk)]
+                    body = b"".join(pieces)
+                    pieces = [body[i : i + trickle.chunk] for i in range(0, len(body), trickle.chunk)]
+                whole = start == 0 and end == len(content) and "Range" not in self.headers
                 with hub.lock:
-                    hub.sending[self.path] += 1
+                    hub.downloading[self.path] += whole
                 try:
                     for i, piece in enumerate(pieces):
                         if trickle is not None and i:
@@ -148,7 +148,7 @@ class FakeHub:
                     pass  # the client stopped reading: what it got is counted
                 finally:
                     with hub.lock:
-                        hub.sending[self.path] -= 1
+                        hub.downloading[self.path] -= whole
 
             def _error(self, status: int, code: str, message: str, head: bool = False):
                 body = json.dumps({"error": message}).encode()
@@ -250,3 +250,9 @@ class FakeHub:
 
 def sha256(content: bytes | GeneratedFile) -> str:
     return content.sha256() if isinstance(content, GeneratedFile) else hashlib.sha256(content).hexdigest()
+
+
+def is_file(path: str, repo_id: str, filename: str) -> bool:
+    """Whether a request path is /{repo_id}/resolve/{revision}/{filename}."""
+    parts = unquote(urlparse(path).path).strip("/").split("/")
+    return "/".join(parts[:2]) == repo_id and parts[2:3] == ["resolve"] and "/".join(parts[4:]) == filename
