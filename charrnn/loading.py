@@ -71,8 +71,9 @@ class FetchedModel:
         return sum(math.prod(shape) for shape in self.tensors.values())
 
 
-def max_model_bytes(max_model_mb: float | None = None) -> int:
-    """The largest model (its float32 size) that may load: max_model_mb, else CHARRNN_MAX_MODEL_MB, else 200 MB."""
+def max_model_bytes(max_model_mb: float | None = None) -> float:
+    """The largest model (its float32 size) that may load: max_model_mb, else CHARRNN_MAX_MODEL_MB, else 200 MB.
+    math.inf lifts the limit (for a model of one's own, such as the one training has just written)."""
     name = "max_model_mb"
     if max_model_mb is None:
         name, max_model_mb = "CHARRNN_MAX_MODEL_MB", os.environ.get("CHARRNN_MAX_MODEL_MB", "").strip()
@@ -81,9 +82,9 @@ def max_model_bytes(max_model_mb: float | None = None) -> int:
         except ValueError:
             pass
     if isinstance(max_model_mb, bool) or not isinstance(max_model_mb, (int, float)) \
-            or not math.isfinite(max_model_mb) or max_model_mb <= 0:
+            or math.isnan(max_model_mb) or max_model_mb <= 0:
         raise ValueError(f"{name} must be a positive number of megabytes, not {max_model_mb!r}")
-    return int(max_model_mb * MB)
+    return max_model_mb * MB
 
 
 def fetch_model(source, revision: str | None = None, *, max_model_mb: float | None = None,
@@ -107,7 +108,7 @@ def fetch_model(source, revision: str | None = None, *, max_model_mb: float | No
                          local_files_only=local_files_only, force_download=force_download)
 
 
-def fetch_folder(folder: str, limit: int, model_class: type | None) -> FetchedModel:
+def fetch_folder(folder: str, limit: float, model_class: type | None) -> FetchedModel:
     if not os.path.isdir(folder):
         raise ModelLoadError(f"{folder!r} is not a folder")
     config_path, weights = os.path.join(folder, CONFIG_FILE), os.path.join(folder, WEIGHTS_FILE)
@@ -119,7 +120,7 @@ def fetch_folder(folder: str, limit: int, model_class: type | None) -> FetchedMo
     return FetchedModel(folder, model_type, config, tensors, folder, weights)
 
 
-def fetch_hub(repo_id: str, revision: str | None, limit: int, model_class: type | None, *, token, cache_dir,
+def fetch_hub(repo_id: str, revision: str | None, limit: float, model_class: type | None, *, token, cache_dir,
               local_files_only: bool, force_download: bool) -> FetchedModel:
     validate_repo_id(repo_id)
     online = not (local_files_only or constants.is_offline_mode())
@@ -234,7 +235,7 @@ def read_config(path: str, source: str) -> dict:
     return config
 
 
-def vet_config(config: dict | None, source: str, limit: int, model_class: type | None):
+def vet_config(config: dict | None, source: str, limit: float, model_class: type | None):
     """The model type and the tensors config.json implies, once their float32 size is known to be within the limit."""
     model_type = (config or {}).get("model_type", DEFAULT_MODEL_TYPE)
     cls = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
@@ -259,7 +260,7 @@ def vet_config(config: dict | None, source: str, limit: int, model_class: type |
     return model_type, tensors
 
 
-def check_file_size(size: int | None, source: str, limit: int) -> None:
+def check_file_size(size: int | None, source: str, limit: float) -> None:
     if size is None:
         raise ModelLoadError(f"cannot load {source!r}: the Hub did not say how large its {WEIGHTS_FILE} is")
     if size > limit + 8 + MAX_HEADER_BYTES:
@@ -268,7 +269,7 @@ def check_file_size(size: int | None, source: str, limit: int) -> None:
             f"{megabytes(limit)} (max_model_mb, or CHARRNN_MAX_MODEL_MB)")
 
 
-def vet_weights_file(path: str, tensors: dict, source: str, limit: int) -> None:
+def vet_weights_file(path: str, tensors: dict, source: str, limit: float) -> None:
     size = os.path.getsize(path)
     check_file_size(size, source, limit)
     with open(path, "rb") as f:
@@ -339,7 +340,7 @@ def config_too_large(source: str, size: int | None) -> ModelLoadError:
                           + f"; a charrnn config is a few KB, and at most {MAX_CONFIG_BYTES:,} bytes are read")
 
 
-def megabytes(n: int) -> str:
+def megabytes(n: float) -> str:
     return f"{n / MB:,.0f} MB" if n >= 100 * MB else f"{n / MB:.1f} MB" if n >= MB else f"{n / MB:.3g} MB"
 
 

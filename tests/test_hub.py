@@ -338,6 +338,10 @@ def test_the_size_limit_is_a_keyword_or_the_environment(saved, monkeypatch):
     with pytest.raises(ModelLoadError, match="over the limit"):
         CharRNN.from_pretrained(saved)
     assert CharRNN.from_pretrained(saved, max_model_mb=size / 1e6).hidden_size == 16  # the limit itself loads
+    assert CharRNN.from_pretrained(saved, max_model_mb=math.inf).hidden_size == 16  # no limit
     monkeypatch.setenv("CHARRNN_MAX_MODEL_MB", "lots")
     with pytest.raises(ValueError, match="CHARRNN_MAX_MODEL_MB must be a positive number of megabytes, not 'lots'"):
         CharRNN.from_pretrained(saved)
+    for bad in (0, -1, math.nan, True, "5"):
+        with pytest.raises(ValueError, match="max_model_mb must be a positive number of megabytes"):
+            CharRNN.from_pretrained(saved, max_model_mb=bad)

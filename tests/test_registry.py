@@ -42,6 +42,8 @@ def test_folders_outside_the_allowed_ones_are_refused_alike_whether_they_exist_o
     assert messages == {"SOURCE is not a Hub repo id (owner/name) and not a model folder this page can load: it "
                         "loads local folders only from its weights/ folder and from the folders in CHARRNN_MODEL_DIRS"}
     assert registry.models == {} and registry.loading == {}
+    with pytest.raises(pg.InputError, match="the repo id or folder may have up to 500 characters"):
+        pg.model_key("x" * 501, None)
     assert registry.get(pg.model_key(str(place / "allowed" / "tiny"), None)).hidden_size == 16
 
 
