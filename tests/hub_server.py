@@ -195,7 +195,8 @@ class FakeHub:
                 headers["Content-Length"] = str(len(content) if head else end - start)
                 self._send(status, b"", headers, head=True)
                 if not head:
-                    self._send_file(content, start, end, hub.trickle.get((repo_id, filename)) if status == 200 else None)
+                    trickle = hub.trickle.get((repo_id, filename)) if status == 200 else None
+                    self._send_file(content, start, end, trickle)
 
             def do_HEAD(self):
                 hub.requests.append(("HEAD", self.path))

@@ -61,7 +61,8 @@ def test_fields_that_define_the_model_are_checked_with_a_clear_message(saved, ch
 
 
 @pytest.mark.parametrize("changes,message", [
-    (dict(model_type="bert"), "not a charrnn model: its config.json has model_type 'bert'; charrnn loads model_type 'gru'"),
+    (dict(model_type="bert"), "not a charrnn model: its config.json has model_type 'bert'; "
+                              "charrnn loads model_type 'gru'"),
     (dict(model_type=["gru"]), r"has model_type \['gru'\]"),
     (dict(vocab=5), "not a charrnn model: its config.json is missing or has no 'vocab' string"),
 ])

@@ -84,7 +84,8 @@ def test_odd_metadata_is_shown_when_well_formed_and_skipped_otherwise(place):
 
 def test_a_vocabulary_is_shown_whole_in_code_whatever_it_holds(tiny):
     shown = describe_model(pg.ModelKey("x"), tiny)
-    assert shown.endswith("Vocabulary (65 characters): `↵␣!$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz`")
+    assert shown.endswith("Vocabulary (65 characters): `↵␣!$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                          "abcdefghijklmnopqrstuvwxyz`")
     ticks = CharRNN("a`bc" + "".join(map(chr, range(1000, 1402))), embedding_dim=2, hidden_size=2, num_layers=1)
     shown = describe_model(pg.ModelKey("x"), ticks)
     assert "Vocabulary (406 characters): `` a`bc" in shown and shown.endswith(" `` and 106 more")
@@ -124,7 +125,7 @@ import json, os, sys, threading, time
 from pathlib import Path
 
 sys.path.insert(0, {tests!r})
-from hub_server import FakeHub, Trickle
+from hub_server import FakeHub, Trickle, is_file
 
 hub = FakeHub().__enter__()
 os.environ["HF_ENDPOINT"] = hub.url
@@ -143,7 +144,7 @@ for repo, gate in gates.items():
 
 
 def downloading(repo):
-    return sum(n for path, n in hub.downloading.items() if f"/{{repo}}/resolve/" in path and path.endswith("model.safetensors"))
+    return sum(n for path, n in hub.downloading.items() if is_file(path, repo, "model.safetensors"))
 
 
 def wait_until(condition):
