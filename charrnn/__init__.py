@@ -3,9 +3,10 @@
 from .bigram import BigramLanguageModel
 from .decode import DecodeUpdate
 from .gates import Trace
+from .loading import load_model
 from .model import CharRNN, ModelLoadError
 from .sampling import DecodeSettings, filter_probs
 from .vocab import UnknownCharactersError, Vocab
 
 __all__ = ["BigramLanguageModel", "CharRNN", "DecodeSettings", "DecodeUpdate", "ModelLoadError", "Trace",
-           "UnknownCharactersError", "Vocab", "filter_probs"]
+           "UnknownCharactersError", "Vocab", "filter_probs", "load_model"]

@@ -101,11 +101,11 @@ def run(args, argv) -> None:
               f"{bounds['val_own_counts']:.4f} with the validation text's own counts, {bounds['train_counts']:.4f} "
               f"with the training part's, add-{bounds['alpha']:g}); saved to {args.out}")
     elif args.command == "sample":
-        from .model import CharRNN
+        from .loading import load_model
         from .sampling import DecodeSettings
 
         settings = DecodeSettings(args.max_new_chars, args.temperature, args.top_k, args.top_p, args.seed)
-        model = CharRNN.from_pretrained(args.model, revision=args.revision, device=args.device)
+        model = load_model(args.model, revision=args.revision, device=args.device)
         on_unknown = "drop" if args.drop_unknown else "error"
         if args.stream:
             shown = 0
@@ -118,30 +118,15 @@ def run(args, argv) -> None:
             print(model.generate(args.prompt, settings, on_unknown=on_unknown).text)
     elif args.command == "evaluate":
         from .evaluate import evaluate_file
+        from .loading import load_model
 
-        model = load_gru_or_bigram(args.model, revision=args.revision, device=args.device)
+        model = load_model(args.model, revision=args.revision, device=args.device)
         result = evaluate_file(model, args.text, args.part, args.window)
         print(json.dumps({"model": args.model, **result, "loss": round(result["loss"], 4)}))
     elif args.command == "push":
         from .hub import push
 
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
-
-
-def load_gru_or_bigram(source: str, **kwargs):
-    """CharRNN, or BigramLanguageModel when config.json's model_type says "bigram".
-
-    A stopgap until charrnn.loading.load_model dispatches on the model type for every command."""
-    from .bigram import BigramLanguageModel
-    from .hub_layout import OtherModelTypeError
-    from .model import CharRNN
-
-    try:
-        return CharRNN.from_pretrained(source, **kwargs)
-    except OtherModelTypeError as e:
-        if e.model_type != BigramLanguageModel.MODEL_TYPE:
-            raise
-        return BigramLanguageModel.from_pretrained(source, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

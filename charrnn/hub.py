@@ -1,4 +1,4 @@
-"""Publishing a model folder to the Hugging Face Hub (loading lives in CharRNN.from_pretrained)."""
+"""Publishing a model folder to the Hugging Face Hub (loading lives in charrnn.loading)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from .model import CharRNN
+from .loading import load_model
 
 
 def push(folder: str, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -16,7 +16,7 @@ def push(folder: str, repo_id: str, *, private: bool = False, revision: str | No
     The folder is loaded first, so a broken model is refused before anything is uploaded. The token comes
     from HF_TOKEN or `hf auth login` unless given.
     """
-    CharRNN.from_pretrained(folder, device="cpu")
+    load_model(folder, device="cpu", local=True)
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision:

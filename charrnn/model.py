@@ -5,10 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from . import config as fields
 # ModelLoadError, load_weights, one_line and resolve_device are imported from charrnn.model too.
 from .hub_layout import SAVE_DTYPES, HubModel, ModelLoadError, load_weights, one_line, resolve_device  # noqa: F401
 from .vocab import Vocab
 from .writing import Writes
+
+MAX_WIDTH = 1_000_000  # embedding_dim and hidden_size: only absurd values; the size limit (charrnn.loading) binds first
+MAX_LAYERS = 32
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -104,13 +108,7 @@ class CharRNN(
         training: dict | None = None,
     ):
         super().__init__()
-        if save_dtype not in SAVE_DTYPES:
-            raise ValueError(f"save_dtype must be one of {sorted(SAVE_DTYPES)}, not {save_dtype!r}")
-        for name, value in (("embedding_dim", embedding_dim), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {dropout!r}")
+        check_arguments(vocab, embedding_dim, hidden_size, num_layers, dropout, save_dtype)
         self.tokenizer = Vocab(vocab)
         self.embedding_dim, self.hidden_size, self.num_layers = embedding_dim, hidden_size, num_layers
         self.dropout, self.save_dtype, self.training_info = dropout, save_dtype, training
@@ -159,3 +157,29 @@ class CharRNN(
 
     def card_fields(self) -> dict:
         return {**super().card_fields(), "config": self.config(), "training": self.training_info}
+
+    @classmethod
+    def expected_tensors(cls, config: dict) -> dict[str, tuple[int, ...]]:
+        """The state dict's names and shapes that config.json implies, from its fields alone (nothing is built).
+
+        Raises charrnn.config.ConfigError naming a field that cannot define a CharRNN.
+        """
+        args = {"vocab": None, **fields.constructor_arguments(cls, config)}
+        check_arguments(**args)
+        vocab, width, hidden = len(args["vocab"]), args["embedding_dim"], args["hidden_size"]
+        shapes = {"embedding.weight": (vocab, width)}
+        for k in range(args["num_layers"]):
+            shapes |= {f"gru.weight_ih_l{k}": (3 * hidden, width if k == 0 else hidden),
+                       f"gru.weight_hh_l{k}": (3 * hidden, hidden),
+                       f"gru.bias_ih_l{k}": (3 * hidden,), f"gru.bias_hh_l{k}": (3 * hidden,)}
+        return shapes | {"head.weight": (vocab, hidden), "head.bias": (vocab,)}
+
+
+def check_arguments(vocab, embedding_dim, hidden_size, num_layers, dropout, save_dtype, training=None) -> None:
+    """The constructor's arguments, each checked; raises ConfigError (a ValueError) naming the first bad one."""
+    fields.vocab(vocab)
+    fields.whole_number("embedding_dim", embedding_dim, 1, MAX_WIDTH)
+    fields.whole_number("hidden_size", hidden_size, 1, MAX_WIDTH)
+    fields.whole_number("num_layers", num_layers, 1, MAX_LAYERS)
+    fields.fraction("dropout", dropout)
+    fields.one_of("save_dtype", save_dtype, list(SAVE_DTYPES))

@@ -1,28 +1,26 @@
-"""What the playground page does, apart from its layout: checking inputs, loading and caching models,
+"""What the playground page does, apart from its layout: checking inputs, the models (charrnn.registry),
 streaming a generation and turning its Trace into figures. app.py wires these to Gradio components."""
 
 from __future__ import annotations
 
 import math
 import os
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
 
 from . import figures
 from .gates import Trace
 from .compute import on_compute_thread
 from .model import CharRNN
+from .registry import ModelKey, ModelRegistry, describe_model, device_description  # noqa: F401 (the page's)
 from .sampling import MAX_SEED, DecodeSettings
-from .vocab import UnknownCharactersError, show_vocab
+from .vocab import UnknownCharactersError
 
 SHIPPED_MODEL = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare")
 MAX_NEW_CHARS = 2000  # the page's cap; the library has none
 MAX_TEMPERATURE = 5.0
 STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)
+MAX_SOURCE_CHARS, MAX_REVISION_CHARS = 500, 200
 
 
 # For the page's <head>. gr.Plot (Gradio 6) draws every new figure twice: its plotly component first redraws
@@ -62,54 +60,14 @@ class InputError(ValueError):
     """Something the person typed or chose cannot be used; the message says what is allowed."""
 
 
-@dataclass(frozen=True)
-class ModelKey:
-    source: str
-    revision: str | None = None
-
-    def __str__(self) -> str:
-        return self.source + (f" @ {self.revision}" if self.revision else "")
-
-
-class ModelCache:
-    """Loaded models by (source, revision), the most recently used kept; loads happen once per key."""
-
-    def __init__(self, size: int = 4, device: str = "auto"):
-        self.size, self.device = size, device
-        self.models: OrderedDict[ModelKey, CharRNN] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, key: ModelKey) -> CharRNN:
-        with self.lock:
-            if key not in self.models:
-                self.models[key] = on_compute_thread(CharRNN.from_pretrained)(
-                    key.source, revision=key.revision, device=self.device)
-                while len(self.models) > self.size:
-                    self.models.popitem(last=False)
-            self.models.move_to_end(key)
-            return self.models[key]
-
-
 def model_key(source: str | None, revision: str | None) -> ModelKey:
-    source = (source or "").strip()
+    source, revision = (source or "").strip(), (revision or "").strip() or None
     if not source:
         raise InputError("Model: give a Hugging Face Hub repo id (owner/name) or a local folder")
-    return ModelKey(source, (revision or "").strip() or None)
-
-
-def device_description(model: CharRNN) -> str:
-    if model.device.type == "cuda":
-        return f"GPU ({torch.cuda.get_device_name(model.device)})"
-    return f"CPU ({torch.get_num_threads()} threads)"
-
-
-def describe_model(key: ModelKey, model: CharRNN) -> str:
-    parameters = sum(p.numel() for p in model.parameters())
-    loss = (model.training_info or {}).get("val_loss")
-    return (f"**{key}**: GRU {model.num_layers} × {model.hidden_size}, {parameters / 1e6:.1f}M parameters"
-            + (f", validation loss {loss:.3f} nats/char" if loss else "")
-            + f". Sampling on **{device_description(model)}**.  \n"
-            f"Vocabulary ({len(model.vocab)} characters): `{show_vocab(model.vocab)[1:-1]}`")
+    if len(source) > MAX_SOURCE_CHARS or len(revision or "") > MAX_REVISION_CHARS:
+        raise InputError(f"Model: the repo id or folder may have up to {MAX_SOURCE_CHARS} characters and the "
+                         f"revision up to {MAX_REVISION_CHARS}")
+    return ModelKey(source, revision)
 
 
 def whole_number(value, name: str, low: int, high: int) -> int:

@@ -171,7 +171,7 @@ def train(
                 window_start = time.perf_counter()
         bar.close()
     # The saved model's card records the whole run's length and time, not only the moment it was best.
-    best = CharRNN.from_pretrained(out, device=device)
+    best = CharRNN.from_pretrained(out, device=device, max_model_mb=math.inf)  # its own model, however large
     best.training_info = metadata(info["best_val"], info["best_step"], time.perf_counter() - started)
     best.save_pretrained(out)
     return best.training_info

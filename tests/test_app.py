@@ -51,14 +51,15 @@ def test_bad_input_is_an_error_and_the_next_request_still_works(client, kwargs, 
     assert generate(client, seed=9)[0].startswith("ROMEO:")
 
 
-def test_loading_a_model_switches_this_session_and_a_failed_load_keeps_it(client, tmp_path, tiny):
+def test_loading_a_model_switches_this_session_and_a_failed_load_keeps_it(client, tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("CHARRNN_MODEL_DIRS", str(tmp_path))  # the page loads local folders only from these
     tiny.save_pretrained(tmp_path / "tiny")
     default_text = generate(client, seed=3)[0]
     loaded = client.predict(source=str(tmp_path / "tiny"), revision="", api_name="/load_model")
     assert "GRU 2 × 16" in loaded[0]
     tiny_text = generate(client, seed=3)[0]
     assert tiny_text == tiny.generate("ROMEO:", DecodeSettings(120, 0.8, 0, 0.95, 3)).text != default_text
-    with pytest.raises(Exception, match="not a local folder and not a Hub repo id.*previous model stays"):
+    with pytest.raises(Exception, match="not a Hub repo id .* and not a model folder this page can load.*previous model stays"):
         client.predict(source=str(tmp_path / "nope" / "x"), revision="", api_name="/load_model")
     with pytest.raises(Exception, match="is not a charrnn model"):
         (tmp_path / "broken").mkdir()

@@ -9,7 +9,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from charrnn import CharRNN, ModelLoadError
+from charrnn import load_model, CharRNN, ModelLoadError
 from charrnn.bigram import ALPHA_GRID, BigramLanguageModel
 from charrnn.data import read_text, split
 
@@ -73,10 +73,12 @@ def test_a_pickle_only_folder_is_refused_without_unpickling(tmp_path, saved, mon
 
 
 def test_each_class_refuses_the_other_model_type_by_name(saved):
-    with pytest.raises(ModelLoadError, match="is a 'bigram' model .* CharRNN loads 'gru' models only"):
+    with pytest.raises(ModelLoadError, match="is a 'bigram' model .* which CharRNN cannot load"):
         CharRNN.from_pretrained(saved)
-    with pytest.raises(ModelLoadError, match="is a 'gru' model .* BigramLanguageModel loads 'bigram' models only"):
+    with pytest.raises(ModelLoadError, match="is a 'gru' model .* which BigramLanguageModel cannot load"):
         BigramLanguageModel.from_pretrained(SHIPPED)
+    assert isinstance(load_model(saved, device="cpu"), BigramLanguageModel)
+    assert isinstance(load_model(SHIPPED, device="cpu"), CharRNN)
 
 
 def test_weights_that_do_not_match_the_vocabulary_name_the_tensor(saved):
@@ -93,7 +95,7 @@ def test_evaluate_refuses_a_model_type_it_does_not_know_in_one_line(saved):
     (saved / "config.json").write_text(json.dumps({**config, "model_type": "transformer"}))
     result = run_cli("evaluate", "--model", str(saved), "--text", str(CORPUS), "--device", "cpu")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "is a 'transformer' model (config.json's model_type)" in result.stderr
+    assert "has model_type 'transformer'; charrnn loads model_type 'gru', 'bigram'" in result.stderr
 
 
 @pytest.mark.parametrize("config", [{}, {"vocab": ""}, {"vocab": 65}, ["vocab"]])

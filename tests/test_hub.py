@@ -1,6 +1,9 @@
 """Saving and loading in Hub layout: local folders and the real huggingface_hub client against a loopback Hub."""
 
 import json
+import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -8,9 +11,10 @@ import safetensors.torch
 import torch
 
 from charrnn import CharRNN, DecodeSettings, ModelLoadError
+from charrnn.loading import MAX_HEADER_BYTES, WEIGHTS_FILE
 
 from conftest import SHIPPED, make_tiny, run_cli, run_python
-from hub_server import FakeHub
+from hub_server import FakeHub, GeneratedFile
 
 SETTINGS = "DecodeSettings(max_new_chars=40, temperature=0.9, top_p=0.9, seed=3)"
 
@@ -132,7 +136,8 @@ def test_load_by_repo_id_through_the_hub_client_then_offline_from_the_cache(tmp_
         loaded = load_in_subprocess(hub.url, cache, "someone/tiny")
         assert loaded == {"text": expected, "hidden_size": 16, "training": False}
         paths = {path for method, path in hub.requests if method == "GET"}
-        assert {"/someone/tiny/resolve/main/config.json", "/someone/tiny/resolve/main/model.safetensors"} <= paths
+        # The weights come from the commit that config.json came from, even if main moves meanwhile.
+        assert {"/someone/tiny/resolve/main/config.json", f"/someone/tiny/resolve/{sha}/model.safetensors"} <= paths
         assert not any("pytorch_model.bin" in p for _, p in hub.requests)
     snapshot = cache / "models--someone--tiny" / "snapshots" / sha
     assert (snapshot / "model.safetensors").is_file()
@@ -190,3 +195,153 @@ def test_push_publishes_the_folder_with_the_token_from_the_environment(tmp_path,
     assert refused.returncode != 0
     assert refused.stderr.count("\n") == 1 and "error" in refused.stderr
     assert "someone/other" not in hub.repos
+
+
+# ---- models too large or inconsistent are refused before anything large is downloaded or allocated ----
+
+def safetensors_prefix(tensors: dict[str, tuple[str, list[int]]], pad: int = 0) -> tuple[bytes, int]:
+    """A safetensors file's first bytes (header length, header) for tensors laid end to end, and the data's size."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = math.prod(shape) * {"F32": 4, "F16": 2, "BF16": 2, "I64": 8}[dtype]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode() + b" " * pad
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text, offset
+
+
+def declared_file(tensors: dict, pad: int = 0) -> GeneratedFile:
+    """A valid safetensors file holding `tensors` (zeros), made on the fly as the server sends it."""
+    prefix, data = safetensors_prefix(tensors, pad)
+    return GeneratedFile(prefix, len(prefix) + data)
+
+
+HUGE = {"embedding.weight": ("F32", [750_000_000])}  # one tensor of 3 GB
+GIANT = {"hidden_size": 60000, "num_layers": 6}  # tens of GB once built
+
+REFUSE = """
+import json, resource
+import torch
+import charrnn.loading
+from charrnn import CharRNN, ModelLoadError
+
+
+def address_space():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+
+outcome = {{"rss_after_imports": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}
+# Everything is imported: from here on the process may map only {headroom} bytes more.
+resource.setrlimit(resource.RLIMIT_AS, (address_space() + {headroom}, resource.RLIM_INFINITY))
+for source in {refused!r}:
+    try:
+        CharRNN.from_pretrained(source, device="cpu")
+        outcome[source] = "loaded"
+    except ModelLoadError as e:
+        outcome[source] = str(e)
+outcome["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+outcome["control"] = CharRNN.from_pretrained({control!r}, device="cpu").hidden_size
+try:
+    torch.empty({giant}, dtype=torch.float32)
+    outcome["giant"] = "allocated"
+except RuntimeError:
+    outcome["giant"] = "refused"
+print(json.dumps(outcome))
+"""
+HEADROOM = 512 << 20  # a small load needs ~250 MB of address space beyond the imports (measured)
+
+
+def refuse_in_subprocess(refused: list[str], control: str, env: dict | None = None) -> dict:
+    """Load each of `refused` under an address-space limit, then the small `control` under the same limit, then
+    try to allocate the giant config's parameters (which the limit must refuse, or it proves nothing)."""
+    config = {**json.loads((SHIPPED / "config.json").read_text()), **GIANT}
+    giant = sum(math.prod(shape) for shape in CharRNN.expected_tensors(config).values())
+    result = run_python(REFUSE.format(refused=refused, control=control, giant=giant, headroom=HEADROOM), env)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["giant"] == "refused" and outcome["control"] == 16
+    print(f"\npeak RSS {outcome['rss_after_imports'] / 1e6:.0f} MB after imports, "
+          f"{outcome['peak_rss'] / 1e6:.0f} MB after refusing {len(refused)} models")
+    assert outcome["peak_rss"] - outcome["rss_after_imports"] < 200e6
+    return outcome
+
+
+def test_oversized_hub_models_are_refused_before_download_or_allocation(tmp_path, saved):
+    files = folder_files(saved)
+    config = json.loads(files["config.json"])
+    other = make_tiny(hidden_size=32)
+    other.save_pretrained(tmp_path / "other")
+    with FakeHub() as hub:
+        hub.commit("someone/giant", {**files, "config.json": json.dumps({**config, **GIANT}).encode()})
+        hub.commit("someone/huge", {**files, "model.safetensors": declared_file(HUGE)})
+        hub.commit("someone/mismatch", {**files, WEIGHTS_FILE: (tmp_path / "other" / WEIGHTS_FILE).read_bytes()})
+        shapes = {k: list(v.shape) for k, v in make_tiny().state_dict().items()}
+        long_header = declared_file({k: ("F32", shape) for k, shape in shapes.items()}, pad=200_000)
+        hub.commit("someone/long-header", {**files, "model.safetensors": long_header})
+        hub.commit("someone/ints", {**files, "model.safetensors": declared_file(
+            {k: ("I64", shape) for k, shape in shapes.items()})})
+        hub.commit("someone/big-config", {**files, "config.json": b" " * 2_000_000 + files["config.json"]})
+        hub.commit("someone/tiny", files)
+        repos = ["someone/giant", "someone/huge", "someone/mismatch", "someone/long-header", "someone/ints",
+                 "someone/big-config"]
+        outcome = refuse_in_subprocess(repos, "someone/tiny", {
+            "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_ETAG_TIMEOUT": "5",
+            "HF_HUB_DOWNLOAD_TIMEOUT": "10"})
+        sent = {repo: hub.sent_to(repo, WEIGHTS_FILE) for repo in repos}
+        whole = {repo: hub.full_gets(repo, WEIGHTS_FILE) for repo in repos}
+        config_sent = hub.sent_to("someone/big-config", "config.json")
+    print(f"bytes of model.safetensors sent while refusing: {sent}")
+    assert re.search(r"config.json implies [\d,]+ parameters, [\d,]+ MB as float32, over the limit of 200 MB",
+                     outcome["someone/giant"])
+    assert "its model.safetensors is 3,000 MB, over the limit of 200 MB" in outcome["someone/huge"]
+    assert "do not match its config.json: gru.weight_ih_l0: file has [96, 8]" in outcome["someone/mismatch"]
+    assert f"has a header of {len(long_header.prefix) - 8:,} bytes" in outcome["someone/long-header"]
+    assert "holds tensor 'embedding.weight' as 'I64'; charrnn loads float tensors only" in outcome["someone/ints"]
+    assert "config.json of 'someone/big-config' is 2,00" in outcome["someone/big-config"]
+    # Nothing of the weights was downloaded whole; at most a header was read.
+    assert whole == dict.fromkeys(repos, 0)
+    assert sent["someone/giant"] == sent["someone/huge"] == sent["someone/big-config"] == 0
+    assert all(n <= 8 + MAX_HEADER_BYTES for n in sent.values())
+    assert config_sent == 0
+
+
+def test_oversized_local_models_are_refused_before_allocation(tmp_path, saved):
+    def folder(name: str, config: dict | None = None, weights: bytes | None = None, size: int | None = None) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        base = json.loads((saved / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**base, **(config or {})}))
+        (path / WEIGHTS_FILE).write_bytes(weights if weights is not None else (saved / WEIGHTS_FILE).read_bytes())
+        if size is not None:
+            os.truncate(path / WEIGHTS_FILE, size)  # sparse: the disk holds only the header
+        return str(path)
+
+    other = make_tiny(hidden_size=32)
+    other.save_pretrained(tmp_path / "other")
+    prefix, data = safetensors_prefix(HUGE)
+    refused = [folder("giant", GIANT), folder("huge", weights=prefix, size=len(prefix) + data),
+               folder("mismatch", weights=(tmp_path / "other" / WEIGHTS_FILE).read_bytes())]
+    outcome = refuse_in_subprocess(refused, str(saved))
+    assert "config.json implies" in outcome[refused[0]] and "over the limit of 200 MB" in outcome[refused[0]]
+    assert "its model.safetensors is 3,000 MB, over the limit of 200 MB" in outcome[refused[1]]
+    assert "do not match its config.json: gru.weight_ih_l0: file has [96, 8]" in outcome[refused[2]]
+
+
+def test_the_size_limit_is_a_keyword_or_the_environment(saved, monkeypatch):
+    parameters = sum(p.numel() for p in make_tiny().parameters())
+    size = 4 * parameters  # float32 bytes
+    with pytest.raises(ModelLoadError, match=rf"implies {parameters:,} parameters, .* over the limit of 0.001 MB"):
+        CharRNN.from_pretrained(saved, max_model_mb=0.001)
+    monkeypatch.setenv("CHARRNN_MAX_MODEL_MB", str(size / 1e6 * 0.99))
+    with pytest.raises(ModelLoadError, match="over the limit"):
+        CharRNN.from_pretrained(saved)
+    assert CharRNN.from_pretrained(saved, max_model_mb=size / 1e6).hidden_size == 16  # the limit itself loads
+    assert CharRNN.from_pretrained(saved, max_model_mb=math.inf).hidden_size == 16  # no limit
+    monkeypatch.setenv("CHARRNN_MAX_MODEL_MB", "lots")
+    with pytest.raises(ValueError, match="CHARRNN_MAX_MODEL_MB must be a positive number of megabytes, not 'lots'"):
+        CharRNN.from_pretrained(saved)
+    for bad in (0, -1, math.nan, True, "5"):
+        with pytest.raises(ValueError, match="max_model_mb must be a positive number of megabytes"):
+            CharRNN.from_pretrained(saved, max_model_mb=bad)

@@ -38,7 +38,7 @@ def test_good_inputs_become_decode_settings(shipped):
 
 def test_model_cache_loads_once_and_explains_failures(tmp_path, tiny):
     tiny.save_pretrained(tmp_path / "tiny")
-    cache = pg.ModelCache(size=2, device="cpu")
+    cache = pg.ModelRegistry(size=2, device="cpu", allowed_dirs=[tmp_path])
     key = pg.model_key(str(tmp_path / "tiny"), " ")
     assert key.revision is None
     first = cache.get(key)

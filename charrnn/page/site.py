@@ -18,7 +18,7 @@ EXAMPLES = [
 
 class Site:
     def __init__(self, default_model: str | None = None, device: str = "auto", limits: ServerLimits | None = None):
-        self.models = pg.ModelCache(device=device)
+        self.models = pg.ModelRegistry(device=device)
         self.server = DecodeServer(limits)
         self.runs = RunCache(self.server)
         self.default_key = pg.model_key(default_model or pg.default_model(), None)
