@@ -45,7 +45,7 @@ BLOCK = 32
 TOP_K = 12
 BEFORE, AFTER = 20, 6  # the context window: characters kept before and after an offset
 WINDOW = BEFORE + 1 + AFTER
-MAX_REFERENCE_CHARS = 2_000_000  # a reference text is read whole; 2 M characters take ~15 min on 2 cores
+MAX_REFERENCE_CHARS = 2_000_000  # 2 M characters: about 20 minutes of CPU time for a 3 x 512 model
 MARK_OPEN, MARK_CLOSE = "⟦", "⟧"  # how a context marks the character at its offset: "to be, or ⟦n⟧ot to"
 
 
@@ -195,7 +195,7 @@ def with_neighbours(pieces):
 def build_atlas(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, model_file: str | Path | None = None,
                 progress=None) -> Atlas:
     """The atlas of `model` over `text`, in memory (the shipped model over its 111,540-character reference text:
-    about 1.5 to 3 minutes on the 2-core machines). `model_file`: the weights file, whose hash and size are
+    about 70 s of CPU time, 2.5 minutes on the shared 2-core machines). `model_file`: the weights file, whose hash and size are
     recorded. `progress(done, total)` is called after each piece. Runs torch on one thread (see
     activations.one_thread)."""
     with activations.one_thread():
@@ -338,7 +338,8 @@ def read_reference_text(folder: str | Path) -> str:
 
 def atlas_for(model, folder: str | Path, *, build: bool = True) -> Atlas:
     """The atlas of a model folder: its atlas.safetensors if that matches the model and reference.txt; otherwise,
-    with build=True, one built in memory (about a minute for the shipped model on 2 CPU cores); otherwise
+    with build=True, one built in memory (2.5 minutes for the shipped model on the shared 2-core machines);
+    otherwise
     AtlasError."""
     folder = Path(folder)
     text = read_reference_text(folder)

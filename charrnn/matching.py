@@ -54,7 +54,7 @@ class MatchIndex:
 
 def build_match_index(model, reference_text: str, chars: int = MATCH_CHARS) -> MatchIndex:
     """Read the first `chars` characters of the reference text (hidden states only: 20,000 characters take about
-    8 s on 2 CPU cores for the shipped model) and keep their states as int8 codes."""
+    15 s on the shared 2-core machines for the shipped model) and keep their states as int8 codes."""
     text = reference_text[:chars]
     codes = [torch.round(piece.hidden * 127).to(torch.int8) for piece in activations.chunks(model, text, gates=False)]
     return MatchIndex(text, torch.cat(codes, dim=1))

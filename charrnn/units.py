@@ -15,7 +15,7 @@ import torch
 from . import activations, signals
 from .activations import KINDS, Activations
 
-MAX_FIND_CHARS = 10_000  # the page's limit: a pass over 10,000 characters takes a few seconds on 2 CPU cores
+MAX_FIND_CHARS = 10_000  # the page's limit: a pass over 10,000 characters takes about 5 s on the 2-core machines
 TOP_UNITS = 20
 
 
