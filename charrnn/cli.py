@@ -1,4 +1,4 @@
-"""python -m charrnn {train,train-bigram,sample,evaluate,push}: the command line."""
+"""python -m charrnn {train,train-bigram,sample,evaluate,push,atlas}: the command line."""
 
 from __future__ import annotations
 
@@ -74,7 +74,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to (default main)")
     p.add_argument("--message", default="Upload charrnn model")
+    a = commands.add_parser("atlas", help="build the unit atlas of a model folder over its reference text")
+    a.add_argument("--model", default="weights/tiny-shakespeare",
+                   help="local model folder with a reference.txt; atlas.safetensors is written there")
+    a.add_argument("--from-corpus", metavar="TEXT",
+                   help="first write the validation split (last 10 %%) of this UTF-8 file to FOLDER/reference.txt")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def build_atlas_command(args) -> dict:
+    import time
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, read_reference_text, save_atlas
+    from .data import read_text, split
+    from .hub_layout import WEIGHTS_FILE
+    from .model import CharRNN
+
+    folder = Path(args.model)
+    if not folder.is_dir():
+        raise ValueError(f"{args.model} is not a local model folder: an atlas is written next to the weights")
+    model = CharRNN.from_pretrained(folder, device=args.device)
+    if args.from_corpus:
+        _, validation = split(read_text(args.from_corpus))  # never the training part
+        with open(folder / REFERENCE_FILE, "w", encoding="utf-8", newline="") as f:
+            f.write(validation)
+    text = read_reference_text(folder)
+    began = time.perf_counter()
+    with tqdm(total=len(text), unit="char", unit_scale=True, disable=args.quiet, dynamic_ncols=True) as bar:
+        atlas = build_atlas(model, text, model_file=folder / WEIGHTS_FILE,
+                            progress=lambda done, total: bar.update(done - bar.n))
+    path = save_atlas(atlas, folder / ATLAS_FILE)
+    return {"atlas": str(path), "bytes": path.stat().st_size, "chars": len(text),
+            "seconds": round(time.perf_counter() - began, 1), "device": str(model.device)}
 
 
 def run(args, argv) -> None:
@@ -127,6 +163,8 @@ def run(args, argv) -> None:
         from .hub import push
 
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
+    elif args.command == "atlas":
+        print(json.dumps(build_atlas_command(args)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,6 +173,12 @@ def saturation_figure(trace: Trace, low: float = 0.1, high: float = 0.9) -> go.F
     return figure
 
 
+def value_color(value: float, low: float) -> str:
+    """A background for a value in [low, 1]: blue below the middle of the range, red above, stronger further out."""
+    x = (value - low) / (1.0 - low) * 2 - 1  # -1 .. 1
+    return f"rgba(228,87,86,{x:.2f})" if x >= 0 else f"rgba(76,120,168,{-x:.2f})"
+
+
 def text_html(text: Trace | str, colors: list[str], titles: list[str], legend: str) -> str:
     """The text (a Trace's, its prompt underlined, or a plain string) as spans coloured one per character,
     whitespace made visible."""
@@ -209,10 +215,7 @@ def activation_html(trace: Trace, kind: str, layer: int, unit: int) -> str:
         raise ValueError(f"unit must be from 0 to {values.shape[2] - 1}")
     series = values[layer, :, unit].tolist()
     low = -1.0 if kind == "hidden" else 0.0
-    colors = []
-    for v in series:
-        x = (v - low) / (1.0 - low) * 2 - 1  # -1 .. 1
-        colors.append(f"rgba(228,87,86,{x:.2f})" if x >= 0 else f"rgba(76,120,168,{-x:.2f})")
+    colors = [value_color(v, low) for v in series]
     titles = [f"step {t} {visible_char(c)!r}: {kind} = {v:.3f}" for t, (c, v) in enumerate(zip(trace.text, series))]
     legend = (f"Layer {layer + 1}, unit {unit}, {GATES[kind]} after reading each character: "
               f"<span style='background:rgba(76,120,168,.9);color:white'>&nbsp;{low:g}&nbsp;</span> … "

@@ -143,19 +143,23 @@ class Trace:
         return -torch.log(p.clamp_min(1e-30))
 
 
-def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Tensor, intervention=None):
+def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Tensor,
+                    initial: torch.Tensor | None = None, intervention=None):
     """Reset and update gates of every layer at every step, from the recorded states alone.
 
-    hidden is [layers, T, H], the states after each step from a zero initial state. One batched pass per layer:
-    the inputs are the tokens (layer 0) or the layer below's states, the previous states are `hidden` shifted.
-    A run made with an intervention gets its forced gates back (the same forces, one row per step).
+    hidden is [layers, T, H], the states after each step; `initial` [layers, H] the states before the first
+    step (zero when None, as at the start of a text; a later piece of a long text passes the state it starts
+    from). One batched pass per layer: the inputs are the tokens (layer 0) or the layer below's states, the
+    previous states are `hidden` shifted. A run made with an intervention gets its forced gates back (the same
+    forces, one row per step).
     """
     if hidden.shape[0] == 0:  # a model with no recurrent layers (the bigram) has no gates
         return hidden.clone(), hidden.clone()
     forces = run_forces(intervention, hidden.shape[1], hidden.device)
     resets, updates = [], []
     for layer in range(hidden.shape[0]):
-        h_prev = torch.cat([torch.zeros_like(hidden[layer, :1]), hidden[layer, :-1]])
+        first = torch.zeros_like(hidden[layer, :1]) if initial is None else initial[layer, None]
+        h_prev = torch.cat([first, hidden[layer, :-1]])
         gi = weights.input_gates(layer, tokens, hidden[layer - 1] if layer else None)
         reset_gate, update_gate, _ = gru_update(gi, weights.hidden_gates(layer, h_prev), h_prev,
                                                 forces=forces.get(layer, ()))
@@ -171,7 +175,7 @@ def build_trace(weights: StepWeights, *, vocab: str, prompt_len: int, settings: 
     filtered [T, vocab]); the result's tensors are on the CPU."""
     device = tokens.device
     hidden = hidden.transpose(0, 1)
-    reset_gate, update_gate = recompute_gates(weights, tokens, hidden, intervention)
+    reset_gate, update_gate = recompute_gates(weights, tokens, hidden, intervention=intervention)
     parts = dict(tokens=tokens, probs=torch.softmax(logits, -1), filtered=filtered,
                  reset_gate=reset_gate, update_gate=update_gate, hidden=hidden)
     if device.type == "cuda":

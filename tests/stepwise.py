@@ -1,0 +1,44 @@
+"""The reference every unit analysis is checked against: the textbook GRU equations stepped one character at a
+time in float64, from the zero state, written out here independently of the package."""
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from charrnn.activations import one_thread
+
+
+@torch.no_grad()
+def stepwise_values(model, text: str) -> torch.Tensor:
+    """[3 (hidden h_t, reset r_t, update z_t), layers, T, H] float64 after each character of `text`."""
+    ids = [model.vocab.index(c) for c in text]
+    hidden = model.hidden_size
+    embedding = model.embedding.weight.detach().double()
+    params = [[getattr(model.gru, f"{name}_l{k}").detach().double()
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(model.num_layers)]
+    h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
+    out = torch.empty(3, model.num_layers, len(ids), hidden, dtype=torch.float64)
+    with one_thread():  # small products: one thread is far faster on a busy 2-core machine
+        for t, i in enumerate(ids):
+            x = embedding[i]
+            for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
+                gi, gh = w_ih @ x + b_ih, w_hh @ h[k] + b_hh
+                r = torch.sigmoid(gi[:hidden] + gh[:hidden])
+                z = torch.sigmoid(gi[hidden : 2 * hidden] + gh[hidden : 2 * hidden])
+                n = torch.tanh(gi[2 * hidden :] + r * gh[2 * hidden :])
+                h[k] = (1 - z) * n + z * h[k]
+                out[0, k, t], out[1, k, t], out[2, k, t] = h[k], r, z
+                x = h[k]
+    return out
+
+
+REFERENCE_TEXT = Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare" / "reference.txt"
+START_CHARS = 1500  # the start of the shipped model's reference text checked step by step (about 3 s)
+
+
+@lru_cache(maxsize=2)
+def reference_start(model) -> tuple[str, torch.Tensor]:
+    """The first START_CHARS characters of the shipped reference text and their stepwise values (computed once)."""
+    text = REFERENCE_TEXT.read_text(encoding="utf-8")[:START_CHARS]
+    return text, stepwise_values(model, text)

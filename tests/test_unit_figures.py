@@ -1,0 +1,90 @@
+"""The unit figures and HTML carry exactly the numbers of the analyses they draw."""
+
+import json
+
+import numpy as np
+import pytest
+
+from charrnn.atlas import REFERENCE_FILE, build_atlas, unit_profile
+from charrnn.contexts import gates_by_context_of
+from charrnn.matching import build_match_index, match, select_units
+from charrnn.unit_figures import (claims_html, context_html, contexts_html, found_units_figure, gate_context_figure,
+                                  histogram_figure, matches_html, pushes_figure, timescale_figure)
+from charrnn.units import find_units
+
+from conftest import SHIPPED, make_tiny
+
+TEXT = (SHIPPED / REFERENCE_FILE).read_text(encoding="utf-8")[:800]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_tiny(hidden_size=8, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def atlas(model):
+    return build_atlas(model, TEXT)
+
+
+def test_contexts_html_marks_and_colours_every_character(model, atlas):
+    profile = unit_profile(atlas, 2, "hidden", 1, model=model)
+    page = contexts_html(profile)
+    assert page.count("outline:2px solid") == len(profile["top"]) + len(profile["bottom"])
+    entry = profile["top"][0]
+    line = context_html(entry, "hidden")
+    assert line.count("<span style=") == 1 + len(entry["before"]) + 1 + len(entry["after"])  # the value, the chars
+    assert f"{entry['value']:+.3f}" in line
+    shown = "".join(e["before"] + e["char"] + e["after"] for e in profile["top"] + profile["bottom"])
+    assert "\n" not in page and page.count(">↵</span>") == shown.count("\n")  # one line per context, newlines shown
+    assert "<script" not in page
+
+
+def test_histogram_and_pushes_figures(model, atlas):
+    profile = unit_profile(atlas, 2, "hidden", 1, model=model)
+    figure = json.loads(histogram_figure(profile).to_json())
+    assert figure["data"][0]["y"] == profile["histogram"]["counts"]
+    pushes = json.loads(pushes_figure(profile).to_json())["data"][0]
+    weights = [p["weight"] for p in profile["pushes"]["up"] + profile["pushes"]["down"][::-1]]
+    assert pushes["x"] == pytest.approx(weights)
+    with pytest.raises(ValueError, match="last-layer hidden unit"):
+        pushes_figure(unit_profile(atlas, 1, "reset", 1))
+
+
+def test_found_units_figure(model):
+    result = find_units(model, TEXT, "line position")
+    bars = json.loads(found_units_figure(result).to_json())["data"][0]
+    assert bars["x"] == pytest.approx([r["r"] for r in result["units"]])
+    assert bars["y"][0] == f"L{result['units'][0]['layer']} {result['units'][0]['kind']} u{result['units'][0]['unit']}"
+
+
+def test_timescale_figure_counts_every_unit(atlas):
+    figure = json.loads(timescale_figure(atlas.timescale).to_json())
+    assert len(figure["data"]) == 2
+    for layer, trace in enumerate(figure["data"]):
+        assert np.array(trace["x"]) == pytest.approx(np.log10(atlas.timescale[layer]), abs=1e-4)
+        assert trace["name"].startswith(f"layer {layer + 1} (median τ")
+
+
+def test_gate_context_figure_and_claims_table(atlas):
+    result = gates_by_context_of(atlas)
+    figure = json.loads(gate_context_figure(result).to_json())
+    contexts = {row["context"]: row for row in result["contexts"]}
+    first = result["claims"][0]
+    box = next(t for t in figure["data"] if t["name"] == first["context"])
+    assert box["median"] == pytest.approx([s["quantiles"][2] for s in contexts[first["context"]][first["gate"]]])
+    table = claims_html(result)
+    assert table.count("<tr>") == len(result["claims"]) + 1
+    for claim in result["claims"]:
+        for row in claim["layers"]:
+            assert row["verdict"] in table
+
+
+def test_matches_html(model):
+    selection = select_units(model, TEXT, 100, 104, threshold=0.0, pad=1)
+    if not selection["units"]:
+        selection = select_units(model, TEXT, 100, 104, threshold=-0.5, pad=0)
+    result = match(build_match_index(model, TEXT), selection, top=3)
+    page = matches_html(result)
+    assert page.count("outline:2px solid") == sum(len(m["match"]) for m in result["matches"])
+    assert f"{result['matches'][0]['score']:.2f}" in page
