@@ -1,10 +1,13 @@
 """python -m charrnn.bench: charrnn's decoding against the naive char-rnn loop, on the CPU and on CUDA.
 
 Both decoders run the same model and settings (batch 1, 2,000 characters, temperature 0.8, top-p 0.95) and
-both record the full trace. Runs alternate between the two, after a warm-up, and the median of the repeats
-is reported (this machine's timings vary from run to run). Also measured: training throughput of the model's
-configuration, and on CUDA the step time against its floor (weight bytes per step over memory bandwidth, and
-the launch latency of one kernel), and how often CPU and CUDA write the same text for the same seed.
+both record the full trace; the naive loop is also timed keeping no trace at all. Runs alternate, after a
+warm-up, and the median of the repeats is reported (this machine's timings vary from run to run). Also
+reported: the CPU (model name, the vector flags that matter, threads), the product layout the tuner chose on
+this machine and what each candidate measured, the time of a step's products alone (the floor a step with its
+trace cannot go below), training throughput of the model's configuration, and on CUDA the step time against
+its floor (weight bytes per step over memory bandwidth, and the launch latency of one kernel), and how often
+CPU and CUDA write the same text for the same seed.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .decode import step_weights
 from .gates import StepWeights, build_trace
+from .layout import choose_layout
 from .model import CharRNN
 from .sampling import DecodeSettings
 
 
-def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings) -> str:
+def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings, keep_trace: bool = True) -> str:
     """What most char-rnn code does: per step the model on one character, softmax, a sort for top-p,
-    torch.multinomial and .item(); it keeps the same trace (probabilities, filtered, every layer's state)."""
+    torch.multinomial and .item(); with keep_trace it keeps the same trace (probabilities, filtered, every
+    layer's state, gates)."""
     device = model.device
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     ids = model.tokenizer.encode(prompt)
@@ -53,9 +59,10 @@ def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings) -> str
         logits = torch.stack(logits_rows)
         probs_rows = F.softmax(logits, -1)
         tokens = torch.tensor(ids, device=device)
-        build_trace(StepWeights.of(model), vocab=model.vocab, prompt_len=len(prompt), settings=settings,
-                    tokens=tokens, hidden=torch.stack(states), logits=logits,
-                    filtered=torch.cat([probs_rows[: len(prompt) - 1], torch.stack(filtered_rows), probs_rows[-1:]]))
+        if keep_trace:
+            build_trace(StepWeights.of(model), vocab=model.vocab, prompt_len=len(prompt), settings=settings,
+                        tokens=tokens, hidden=torch.stack(states), logits=logits,
+                        filtered=torch.cat([probs_rows[: len(prompt) - 1], torch.stack(filtered_rows), probs_rows[-1:]]))
     return model.tokenizer.decode(ids)
 
 
@@ -73,20 +80,45 @@ def compare(model: CharRNN, prompt: str, settings: DecodeSettings, repeats: int)
     device = model.device
     warm = DecodeSettings(200, settings.temperature, settings.top_k, settings.top_p, settings.seed)
     naive_generate(model, prompt, warm)
-    model.generate(prompt, settings)  # also captures the CUDA graph for these settings
-    naive, ours = [], []
-    for _ in range(repeats):  # alternate, so both see the same drift in machine load
+    model.generate(prompt, settings)  # chooses the layout (CPU) or captures the CUDA graph for these settings
+    naive, bare, ours = [], [], []
+    for _ in range(repeats):  # alternate, so all see the same drift in machine load
         naive.append(timed(lambda: naive_generate(model, prompt, settings), device))
+        bare.append(timed(lambda: naive_generate(model, prompt, settings, keep_trace=False), device))
         ours.append(timed(lambda: model.generate(prompt, settings), device))
     n = settings.max_new_chars
-    naive_s, ours_s = statistics.median(naive), statistics.median(ours)
+    naive_s, bare_s, ours_s = statistics.median(naive), statistics.median(bare), statistics.median(ours)
+    layout, tuning = choose_layout(step_weights(model), device)
     return {
         "device": device_name(device),
         "naive_chars_per_s": round(n / naive_s), "charrnn_chars_per_s": round(n / ours_s),
         "naive_us_per_step": round(naive_s / n * 1e6, 1), "charrnn_us_per_step": round(ours_s / n * 1e6, 1),
-        "speedup": round(naive_s / ours_s, 2),
+        "naive_no_trace_us_per_step": round(bare_s / n * 1e6, 1),
+        "speedup": round(naive_s / ours_s, 2), "speedup_over_naive_without_trace": round(bare_s / ours_s, 2),
+        "layout": str(layout), "products_alone_us_per_step": round(products_floor(model, layout) * 1e6, 1),
+        "tuning": tuning,
         "naive_seconds": [round(t, 4) for t in naive], "charrnn_seconds": [round(t, 4) for t in ours],
     }
+
+
+@torch.inference_mode()
+def products_floor(model: CharRNN, layout, steps: int = 400) -> float:
+    """Seconds per step of the step's matrix products alone, with the chosen layout, for one request: what a
+    step that also keeps its trace cannot go below (median of five runs)."""
+    weights = step_weights(model)
+    scratch = weights.scratch(layout, 1, model.device)
+    h = scratch.h.uniform_(-1, 1)
+    layers = weights.shape[0]
+
+    def products():
+        for layer in range(layers):
+            layout.product(h[layer], weights.w_hh[layer], weights.b_hh[layer], out=scratch.gh[layer])
+        for layer in range(1, layers):
+            layout.product(h[layer - 1], weights.w_ih[layer], weights.b_ih[layer], out=scratch.gi)
+        layout.product(h[-1], weights.head_w, weights.head_b, out=scratch.logits)
+
+    runs = [timed(lambda: [products() for _ in range(steps // 5)], model.device) / (steps // 5) for _ in range(6)]
+    return sorted(runs[1:])[2]
 
 
 def training_throughput(model: CharRNN, steps: int) -> dict:
@@ -179,15 +211,32 @@ def agreement(cpu_model: CharRNN, cuda_model: CharRNN, prompt: str, seeds: int, 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The CPU's model name and the vector extensions that decide which kernels run (from /proc/cpuinfo)."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{name}, {'/'.join(shown) or 'no AVX2'}"
 
 
 def table(runs: list[dict]) -> str:
-    lines = [f"{'device':<34} {'naive chars/s':>14} {'charrnn chars/s':>16} {'naive us/step':>14} "
-             f"{'charrnn us/step':>16} {'speedup':>8}"]
+    lines = []
     for r in runs:
-        lines.append(f"{r['device']:<34} {r['naive_chars_per_s']:>14,} {r['charrnn_chars_per_s']:>16,} "
-                     f"{r['naive_us_per_step']:>14} {r['charrnn_us_per_step']:>16} {r['speedup']:>7}x")
+        lines += [f"{r['device']}",
+                  f"  naive loop with trace     {r['naive_us_per_step']:>8} us/step  {r['naive_chars_per_s']:>7,} chars/s",
+                  f"  naive loop, no trace      {r['naive_no_trace_us_per_step']:>8} us/step",
+                  f"  charrnn with full trace   {r['charrnn_us_per_step']:>8} us/step  {r['charrnn_chars_per_s']:>7,} chars/s"
+                  f"  ({r['speedup']}x the naive loop, {r['speedup_over_naive_without_trace']}x the naive loop "
+                  "without trace)",
+                  f"  products alone (floor)    {r['products_alone_us_per_step']:>8} us/step   layout {r['layout']}"]
     return "\n".join(lines)
 
 

@@ -136,13 +136,14 @@ class DecodeLoop:
         tokens = torch.tensor([row.tokens[row.t] for row in rows] + batch.padding, device=self.device)
         forces = step_forces(batch.interventions, [row.t for row in rows], self.device) \
             if batch.interventions else None
-        h, logits = self.weights.step(self.layout, tokens, batch.scratch.h, batch.scratch, forces)
-        filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered)
         draws = [row.samples for row in rows]
-        if any(draws):
-            noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
-                                 for row, draw in zip(rows, draws)])
-            chosen = race(filtered, noise).tolist()
+        with self.layout.threads_set():
+            h, logits = self.weights.step(self.layout, tokens, batch.scratch.h, batch.scratch, forces)
+            filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered)
+            if any(draws):
+                noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
+                                     for row, draw in zip(rows, draws)])
+                chosen = race(filtered, noise).tolist()
         finished = []
         for i, (row, draw) in enumerate(zip(rows, draws)):
             row.hidden[row.t] = h[:, i]

@@ -20,10 +20,11 @@ per process and model shape; `CHARRNN_LAYOUT` (e.g. "addmm/8/2") forces one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,11 +35,14 @@ LAYOUT_ENV = "CHARRNN_LAYOUT"
 class Layout:
     """Rows go through each product in groups of at most `group` rows, each group padded to at least
     `min_rows` rows (min_rows == group: every group has the same shape); "addmm" runs one product per group,
-    "bmm" one batched product for all groups (only with equal groups)."""
+    "bmm" one batched product for all groups (only with equal groups). `threads` > 0 runs the steps with that
+    many OpenMP threads (on a busy 2-core machine one thread can be several times faster than two, whose
+    barriers wait for a core); 0 keeps the process's setting."""
 
     method: str = "addmm"
     group: int = 8
     min_rows: int = 2
+    threads: int = 0
 
     def __post_init__(self):
         if self.method not in ("addmm", "bmm"):
@@ -49,15 +53,31 @@ class Layout:
             raise ValueError("a 'bmm' layout pads every group to the same size: min_rows must equal group")
 
     def __str__(self) -> str:
-        return f"{self.method}/{self.group}/{self.min_rows}"
+        return f"{self.method}/{self.group}/{self.min_rows}" + (f"/{self.threads}t" if self.threads else "")
 
     @classmethod
     def parse(cls, text: str) -> "Layout":
         try:
-            method, group, min_rows = text.split("/")
-            return cls(method, int(group), int(min_rows))
+            method, group, min_rows, *threads = text.split("/")
+            if len(threads) > 1:
+                raise ValueError("too many parts")
+            return cls(method, int(group), int(min_rows), int(threads[0].rstrip("t")) if threads else 0)
         except ValueError as e:
-            raise ValueError(f"{LAYOUT_ENV} must look like 'addmm/8/2' (method/group/min_rows): {e}") from None
+            raise ValueError(f"{LAYOUT_ENV} must look like 'addmm/8/2' or 'addmm/8/2/1t' "
+                             f"(method/group/min_rows[/threads]): {e}") from None
+
+    @contextlib.contextmanager
+    def threads_set(self):
+        """Run the enclosed steps with this layout's thread count, and restore the process's after."""
+        before = torch.get_num_threads()
+        if not self.threads or self.threads == before:
+            yield
+            return
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def padded_rows(self, rows: int) -> int:
         """How many rows the step computes for `rows` real ones (the rest are padding, discarded)."""
@@ -74,6 +94,8 @@ class Layout:
             groups = rows // self.group
             return torch.baddbmm(bias.expand(groups, 1, -1), x.view(groups, self.group, -1),
                                  weight.t().expand(groups, -1, -1), out=out.view(groups, self.group, -1)).view(rows, -1)
+        if rows <= self.group:  # one group: no slicing (a step alone runs this path)
+            return torch.addmm(bias, x, weight.t(), out=out)
         for start in range(0, rows, self.group):
             end = min(rows, start + self.group)
             torch.addmm(bias, x[start:end], weight.t(), out=out[start:end])
@@ -90,6 +112,8 @@ def candidates(device: torch.device) -> list[Layout]:
     found = [Layout("addmm", group, min_rows) for group in (16, 8, 4) for min_rows in (1, 2)]
     found += [REFERENCE, Layout("addmm", 1, 1)]
     found += [Layout("bmm", group, group) for group in (8, 4, 2)]
+    if torch.get_num_threads() > 1:
+        found += [replace(layout, threads=1) for layout in found]
     return found
 
 
@@ -153,13 +177,16 @@ def same_bits(weights, layout: Layout, reference: Layout, device, checks=(1, 2, 
     """True if a probe row's new state and logits under `layout` are bit for bit those under `reference` alone,
     at every row count in `checks` and at every position (first, middle, last) among the rows."""
     tokens, h = random_rows(weights, max(checks), device, seed=0)
-    expected = weights.run_step(reference, tokens[:1], h[:, :1])
-    for rows in checks:
-        for position in sorted({0, rows // 2, rows - 1}):
-            order = torch.arange(rows, device=device).roll(position)  # the probe (row 0) lands at `position`
-            state, logits = weights.run_step(layout, tokens[order], h[:, order])
-            if not (torch.equal(state[:, position], expected[0][:, 0]) and torch.equal(logits[position], expected[1][0])):
-                return False
+    with reference.threads_set():
+        expected = weights.run_step(reference, tokens[:1], h[:, :1])
+    with layout.threads_set():
+        for rows in checks:
+            for position in sorted({0, rows // 2, rows - 1}):
+                order = torch.arange(rows, device=device).roll(position)  # the probe (row 0) lands at `position`
+                state, logits = weights.run_step(layout, tokens[order], h[:, order])
+                if not (torch.equal(state[:, position], expected[0][:, 0])
+                        and torch.equal(logits[position], expected[1][0])):
+                    return False
     return True
 
 
@@ -176,9 +203,10 @@ class StepTimer:
     def seconds_per_step(self, steps: int) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.weights.step(self.layout, self.tokens, self.h, self.scratch)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return (time.perf_counter() - start) / steps
+        with self.layout.threads_set():
+            start = time.perf_counter()
+            for _ in range(steps):
+                self.weights.step(self.layout, self.tokens, self.h, self.scratch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return (time.perf_counter() - start) / steps

@@ -134,8 +134,12 @@ def test_layouts_compute_the_products_of_padded_rows(layout):
     assert layout.padded_rows(rows) >= rows and layout.padded_rows(1) >= layout.min_rows
 
 
-def test_a_forced_layout_comes_from_the_environment(monkeypatch):
+def test_a_forced_layout_comes_from_the_environment(monkeypatch, shipped):
+    monkeypatch.setenv("CHARRNN_LAYOUT", "bmm/4/4/1t")
+    monkeypatch.setattr("charrnn.layout._chosen", {})
+    assert choose_layout(step_weights(shipped), CPU)[0] == Layout("bmm", 4, 4, 1)
     assert Layout.parse("bmm/4/4") == Layout("bmm", 4, 4)
+    assert Layout.parse(str(Layout("addmm", 8, 2, 1))) == Layout("addmm", 8, 2, 1)
     with pytest.raises(ValueError, match="method/group/min_rows"):
         Layout.parse("fast")
     with pytest.raises(ValueError, match="min_rows must equal group"):
