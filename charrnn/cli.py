@@ -1,4 +1,4 @@
-"""python -m charrnn {train,train-bigram,sample,evaluate,push}: the command line."""
+"""charrnn {train,train-bigram,sample,evaluate,push,app} (or python -m charrnn ...): the command line."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import json
 import shlex
 import sys
 
+from .shipped_models import shipped_model
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m charrnn", description="A character-level GRU you can watch write.")
+SHIPPED_HELP = "local folder or Hub repo id (default: the shipped tiny-shakespeare model)"
+
+
+def build_parser(prog: str = "charrnn") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="A character-level GRU you can watch write.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a model on a UTF-8 text file")
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1337)
 
     s = commands.add_parser("sample", help="write text after a prompt")
-    s.add_argument("--model", default="weights/tiny-shakespeare", help="local folder or Hub repo id")
+    s.add_argument("--model", default=shipped_model(), help=SHIPPED_HELP)
     s.add_argument("--revision", help="Hub branch, tag or commit")
     s.add_argument("--prompt", default="ROMEO:")
     s.add_argument("--max-new-chars", type=int, default=500)
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="print the text as it is written")
 
     e = commands.add_parser("evaluate", help="validation loss (nats/char) over consecutive 256-char windows")
-    e.add_argument("--model", default="weights/tiny-shakespeare")
+    e.add_argument("--model", default=shipped_model(), help=SHIPPED_HELP)
     e.add_argument("--revision")
     e.add_argument("--text", required=True)
     e.add_argument("--part", default="val", choices=["val", "train", "all"], help="which part of the text")
@@ -74,10 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private", action="store_true")
     p.add_argument("--revision", help="branch to push to (default main)")
     p.add_argument("--message", default="Upload charrnn model")
+
+    a = commands.add_parser("app", help="start the playground page")
+    a.add_argument("--model", help="the model the page opens with: local folder or Hub repo id (default: "
+                                   "$CHARRNN_MODEL, else the shipped tiny-shakespeare model)")
+    a.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; "
+                                  "0.0.0.0 for every interface)")
+    a.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
+    a.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     return parser
 
 
-def run(args, argv) -> None:
+def run(args, argv, prog: str) -> None:
     if args.command == "train":
         from .train import train
 
@@ -87,7 +99,7 @@ def run(args, argv) -> None:
                      weight_decay=args.weight_decay, grad_clip=args.grad_clip, steps=args.steps,
                      epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, device=args.device,
                      resume=args.resume, checkpoint_dir=args.checkpoint_dir, save_dtype=args.save_dtype,
-                     command="python -m charrnn " + shlex.join(argv), progress=not args.quiet)
+                     command=f"{prog} " + shlex.join(argv), progress=not args.quiet)
         print(f"best validation loss {info['val_loss']:.4f} nats/char at step {info['best_step']}; "
               f"saved to {args.out}")
     elif args.command == "train-bigram":
@@ -95,7 +107,7 @@ def run(args, argv) -> None:
 
         info = train_bigram(args.text, args.out, steps=args.steps, batch_size=args.batch_size,
                             block_size=args.block_size, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
-                            command="python -m charrnn " + shlex.join(argv))
+                            command=f"{prog} " + shlex.join(argv))
         bounds = info["bounds"]
         print(f"validation loss {info['val_loss']:.4f} nats/char (bigram bounds from counts: "
               f"{bounds['val_own_counts']:.4f} with the validation text's own counts, {bounds['train_counts']:.4f} "
@@ -126,6 +138,12 @@ def run(args, argv) -> None:
         from .hub import push
 
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
+    elif args.command == "app":
+        from .page import LAUNCH, build_demo
+        from .page.site import Site
+
+        build_demo(Site(default_model=args.model)).launch(server_name=args.host, server_port=args.port,
+                                                          share=args.share, **LAUNCH)
 
 
 def load_gru_or_bigram(source: str, **kwargs):
@@ -144,14 +162,15 @@ def load_gru_or_bigram(source: str, **kwargs):
         return BigramLanguageModel.from_pretrained(source, **kwargs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "charrnn") -> int:
+    """The `charrnn` console script (and python -m charrnn, with prog="python -m charrnn")."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from .data import DataError
     from .model import ModelLoadError
 
     try:
-        run(args, argv)
+        run(args, argv, prog)
     except (DataError, ModelLoadError, ValueError, OSError) as e:
         print(f"charrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 
@@ -17,9 +16,10 @@ from .gates import Trace
 from .compute import on_compute_thread
 from .model import CharRNN
 from .sampling import MAX_SEED, DecodeSettings
+from .shipped_models import shipped_model
 from .vocab import UnknownCharactersError, show_vocab
 
-SHIPPED_MODEL = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare")
+SHIPPED_MODEL = shipped_model()  # weights/tiny-shakespeare, in a checkout or an installed package
 MAX_NEW_CHARS = 2000  # the page's cap; the library has none
 MAX_TEMPERATURE = 5.0
 STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)
