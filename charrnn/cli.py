@@ -1,4 +1,4 @@
-"""charrnn {train,train-bigram,sample,evaluate,push,app} (or python -m charrnn ...): the command line."""
+"""charrnn {train,train-bigram,sample,evaluate,push,convert,app} (or python -m charrnn ...): the command line."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ def build_parser(prog: str = "charrnn") -> argparse.ArgumentParser:
     p.add_argument("--revision", help="branch to push to (default main)")
     p.add_argument("--message", default="Upload charrnn model")
 
+    c = commands.add_parser("convert", help="turn your own char-RNN checkpoint (.pt, embedding -> nn.GRU -> linear "
+                                            "head) into a model folder that the page and the library load")
+    c.add_argument("checkpoint", help="a torch.save file {model_state, config, itos, stoi}; read with "
+                                      "torch.load(weights_only=True), nothing in it runs")
+    c.add_argument("out", help="new folder for the model (Hub layout), e.g. weights/NAME")
+    c.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="store the weights as this (default: the checkpoint's own dtype, float32 for float64)")
+    c.add_argument("--overwrite", action="store_true", help="replace the model files of an existing folder")
+
     a = commands.add_parser("app", help="start the playground page")
     a.add_argument("--model", help="the model the page opens with: local folder or Hub repo id (default: "
                                    "$CHARRNN_MODEL, else the shipped tiny-shakespeare model)")
@@ -138,6 +147,13 @@ def run(args, argv, prog: str) -> None:
         from .hub import push
 
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
+    elif args.command == "convert":
+        from .convert import convert
+
+        model = convert(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite)
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"converted {args.checkpoint}: GRU {model.num_layers} x {model.hidden_size}, {len(model.vocab)} "
+              f"characters, {parameters:,} parameters stored as {model.save_dtype}; saved to {args.out}")
     elif args.command == "app":
         from .page import LAUNCH, build_demo
         from .page.site import Site

@@ -100,7 +100,7 @@ def test_the_installed_command_samples_what_the_library_writes(built, shipped):
 
     usage = run_installed(built, "--help")
     assert usage.returncode == 0 and usage.stdout.startswith("usage: charrnn ")
-    for command in ("train", "train-bigram", "sample", "evaluate", "push", "app"):
+    for command in ("train", "train-bigram", "sample", "evaluate", "push", "convert", "app"):
         assert command in usage.stdout
     app = run_installed(built, "app", "--help")
     assert app.returncode == 0
