@@ -26,6 +26,7 @@ from .gates import StepWeights, build_trace
 from .layout import choose_layout
 from .model import CharRNN
 from .sampling import DecodeSettings
+from .shipped_models import shipped_model
 
 
 def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings, keep_trace: bool = True) -> str:
@@ -242,7 +243,7 @@ def table(runs: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m charrnn.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="weights/tiny-shakespeare")
+    parser.add_argument("--model", default=shipped_model(), help="local folder or Hub repo id (default: shipped)")
     parser.add_argument("--prompt", default="ROMEO:")
     parser.add_argument("--chars", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)

@@ -1,4 +1,4 @@
-"""python -m charrnn {train,train-bigram,sample,evaluate,push,atlas}: the command line."""
+"""charrnn {train,train-bigram,sample,evaluate,push,atlas,convert,app} (or python -m charrnn ...): the command line."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import json
 import shlex
 import sys
 
+from .shipped_models import shipped_model
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m charrnn", description="A character-level GRU you can watch write.")
+SHIPPED_HELP = "local folder or Hub repo id (default: the shipped tiny-shakespeare model)"
+
+
+def build_parser(prog: str = "charrnn") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="A character-level GRU you can watch write.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     t = commands.add_parser("train", help="train a model on a UTF-8 text file")
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=int, default=1337)
 
     s = commands.add_parser("sample", help="write text after a prompt")
-    s.add_argument("--model", default="weights/tiny-shakespeare", help="local folder or Hub repo id")
+    s.add_argument("--model", default=shipped_model(), help=SHIPPED_HELP)
     s.add_argument("--revision", help="Hub branch, tag or commit")
     s.add_argument("--prompt", default="ROMEO:")
     s.add_argument("--max-new-chars", type=int, default=500)
@@ -61,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="print the text as it is written")
 
     e = commands.add_parser("evaluate", help="validation loss (nats/char) over consecutive 256-char windows")
-    e.add_argument("--model", default="weights/tiny-shakespeare")
+    e.add_argument("--model", default=shipped_model(), help=SHIPPED_HELP)
     e.add_argument("--revision")
     e.add_argument("--text", required=True)
     e.add_argument("--part", default="val", choices=["val", "train", "all"], help="which part of the text")
@@ -81,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first write the validation split (last 10 %%) of this UTF-8 file to FOLDER/reference.txt")
     a.add_argument("--device", default="auto")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    c = commands.add_parser("convert", help="turn your own char-RNN checkpoint (.pt, embedding -> nn.GRU -> linear "
+                                            "head) into a model folder that the page and the library load")
+    c.add_argument("checkpoint", help="a torch.save file {model_state, config, itos, stoi}; read with "
+                                      "torch.load(weights_only=True), nothing in it runs")
+    c.add_argument("out", help="new folder for the model (Hub layout), e.g. weights/NAME")
+    c.add_argument("--dtype", choices=["float32", "float16", "bfloat16"],
+                   help="store the weights as this (default: the checkpoint's own dtype, float32 for float64)")
+    c.add_argument("--overwrite", action="store_true", help="replace the model files of an existing folder")
+
+    a = commands.add_parser("app", help="start the playground page")
+    a.add_argument("--model", help="the model the page opens with: local folder or Hub repo id (default: "
+                                   "$CHARRNN_MODEL, else the shipped tiny-shakespeare model)")
+    a.add_argument("--host", help="address to listen on (default: $GRADIO_SERVER_NAME, else 127.0.0.1; "
+                                  "0.0.0.0 for every interface)")
+    a.add_argument("--port", type=int, help="port (default: $GRADIO_SERVER_PORT, else the first free from 7860)")
+    a.add_argument("--share", action="store_true", help="also make a temporary public gradio.live link")
     return parser
 
 
@@ -113,7 +134,7 @@ def build_atlas_command(args) -> dict:
             "seconds": round(time.perf_counter() - began, 1), "device": str(model.device)}
 
 
-def run(args, argv) -> None:
+def run(args, argv, prog: str) -> None:
     if args.command == "train":
         from .train import train
 
@@ -123,7 +144,7 @@ def run(args, argv) -> None:
                      weight_decay=args.weight_decay, grad_clip=args.grad_clip, steps=args.steps,
                      epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, device=args.device,
                      resume=args.resume, checkpoint_dir=args.checkpoint_dir, save_dtype=args.save_dtype,
-                     command="python -m charrnn " + shlex.join(argv), progress=not args.quiet)
+                     command=f"{prog} " + shlex.join(argv), progress=not args.quiet)
         print(f"best validation loss {info['val_loss']:.4f} nats/char at step {info['best_step']}; "
               f"saved to {args.out}")
     elif args.command == "train-bigram":
@@ -131,7 +152,7 @@ def run(args, argv) -> None:
 
         info = train_bigram(args.text, args.out, steps=args.steps, batch_size=args.batch_size,
                             block_size=args.block_size, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
-                            command="python -m charrnn " + shlex.join(argv))
+                            command=f"{prog} " + shlex.join(argv))
         bounds = info["bounds"]
         print(f"validation loss {info['val_loss']:.4f} nats/char (bigram bounds from counts: "
               f"{bounds['val_own_counts']:.4f} with the validation text's own counts, {bounds['train_counts']:.4f} "
@@ -165,16 +186,32 @@ def run(args, argv) -> None:
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
     elif args.command == "atlas":
         print(json.dumps(build_atlas_command(args)))
+    elif args.command == "convert":
+        from .convert import convert
+
+        model = convert(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite)
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"converted {args.checkpoint}: GRU {model.num_layers} x {model.hidden_size}, {len(model.vocab)} "
+              f"characters, {parameters:,} parameters stored as {model.save_dtype}; saved to {args.out}")
+    elif args.command == "app":
+        from .page import LAUNCH, build_demo
+        from .page.site import Site
+
+        build_demo(Site(default_model=args.model)).launch(server_name=args.host, server_port=args.port,
+                                                          share=args.share, **LAUNCH)
 
 
-def main(argv: list[str] | None = None) -> int:
+
+
+def main(argv: list[str] | None = None, prog: str = "charrnn") -> int:
+    """The `charrnn` console script (and python -m charrnn, with prog="python -m charrnn")."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from .data import DataError
     from .model import ModelLoadError
 
     try:
-        run(args, argv)
+        run(args, argv, prog)
     except (DataError, ModelLoadError, ValueError, OSError) as e:
         print(f"charrnn {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from . import figures
 from .gates import Trace
@@ -14,9 +13,10 @@ from .compute import on_compute_thread
 from .model import CharRNN
 from .registry import ModelKey, ModelRegistry, describe_model, device_description  # noqa: F401 (the page's)
 from .sampling import MAX_SEED, DecodeSettings
+from .shipped_models import shipped_model
 from .vocab import UnknownCharactersError
 
-SHIPPED_MODEL = str(Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare")
+SHIPPED_MODEL = shipped_model()  # weights/tiny-shakespeare, in a checkout or an installed package
 MAX_NEW_CHARS = 2000  # the page's cap; the library has none
 MAX_TEMPERATURE = 5.0
 STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)

@@ -31,6 +31,7 @@ from .compute import on_compute_thread
 from .config import shown
 from .loading import build_model, fetch_model
 from .model import CharRNN, ModelLoadError
+from .shipped_models import shipped_folder
 from .vocab import show_vocab
 
 ROOT = Path(__file__).resolve().parents[1]  # the app's folder: relative paths on the page are relative to it
@@ -124,7 +125,7 @@ class ModelRegistry:
     def allowed(self) -> list[Path]:
         folders = self.allowed_dirs
         if folders is None:
-            folders = [ROOT / "weights", *os.environ.get("CHARRNN_MODEL_DIRS", "").split(os.pathsep)]
+            folders = [shipped_folder(), *os.environ.get("CHARRNN_MODEL_DIRS", "").split(os.pathsep)]
             model = os.environ.get("CHARRNN_MODEL", "")
             folders += [model] if model and os.path.isdir(model) else []
         return [Path(os.path.realpath(folder)) for folder in folders if str(folder).strip()]
