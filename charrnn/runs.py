@@ -42,7 +42,7 @@ class RunCache:
     """Recipe -> what makes its trace (a finished Job of the decode server, or the Trace once built), most
     recent first, at most `max_bytes` in all (always at least the newest run)."""
 
-    def __init__(self, server, max_bytes: int = 96 * 2**20):
+    def __init__(self, server, max_bytes: int = 64 * 2**20):
         self.server, self.max_bytes = server, max_bytes
         self.entries: OrderedDict[Recipe, object] = OrderedDict()
         self.lock = threading.Lock()

@@ -88,3 +88,16 @@ def test_concurrent_users_get_their_own_results(app_url):
     seeds = [11, 12, 13, 14]
     alone = [user(s) for s in seeds]
     assert in_threads(user, seeds) == alone
+
+
+def test_a_session_keeps_a_few_kilobytes_after_the_longest_run(client):
+    """What the server keeps for a visitor between events is the run's recipe, not its trace (tens of MB)."""
+    import pickle
+
+    import app
+
+    text, _ = generate(client, max_new_chars=2000, seed=4)
+    assert len(text) == len("ROMEO:") + 2000
+    session = app.demo.state_holder.session_data[client.session_hash]
+    kept = {component._id: len(pickle.dumps(value)) for component, value, _ in session.state_components}
+    assert kept and sum(kept.values()) < 20_000, kept
