@@ -109,7 +109,7 @@ def candidates(device: torch.device) -> list[Layout]:
     if device.type == "cuda":
         # The GPU serves one request at a time through its CUDA graphs: one row, one product per weight.
         return [Layout("addmm", 1, 1)]
-    found = [Layout("addmm", group, min_rows) for group in (16, 8, 4) for min_rows in (1, 2)]
+    found = [Layout("addmm", group, min_rows) for group in (16, 15, 12, 8, 4) for min_rows in (1, 2)]
     found += [REFERENCE, Layout("addmm", 1, 1)]
     found += [Layout("bmm", group, group) for group in (8, 4, 2)]
     if torch.get_num_threads() > 1:
@@ -134,7 +134,7 @@ def choose_layout(weights, device: torch.device) -> tuple[Layout, dict]:
         return _chosen[key]
 
 
-def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch: int = 8) -> tuple[Layout, dict]:
+def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch: int = 24) -> tuple[Layout, dict]:
     """Time each batch-invariant candidate on the real step, alone and with `batch` rows, and keep the one with
     the smallest time alone + per-row time in a batch (a visitor alone and a classroom both count).
 
@@ -154,7 +154,7 @@ def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch:
     best_time = {key: float("inf") for key in runs}
     for _ in range(rounds):
         for key, timer in runs.items():
-            best_time[key] = min(best_time[key], timer.seconds_per_step(burst if key[1] == 1 else burst // 2))
+            best_time[key] = min(best_time[key], timer.seconds_per_step(burst if key[1] == 1 else burst // 4))
     scores = {}
     for layout in eligible:
         alone, per_row = best_time[layout, 1], best_time[layout, batch] / batch

@@ -19,7 +19,7 @@ from .vocab import UnknownCharactersError
 SHIPPED_MODEL = shipped_model()  # weights/tiny-shakespeare, in a checkout or an installed package
 MAX_NEW_CHARS = 2000  # the page's cap; the library has none
 MAX_TEMPERATURE = 5.0
-STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)
+STREAM_EVERY_S = float(os.environ.get("CHARRNN_STREAM_EVERY_S", 0.25))  # how often the page receives the growing text
 MAX_SOURCE_CHARS, MAX_REVISION_CHARS = 500, 200
 
 
