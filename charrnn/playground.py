@@ -17,7 +17,8 @@ from .shipped_models import shipped_model
 from .vocab import UnknownCharactersError
 
 SHIPPED_MODEL = shipped_model()  # weights/tiny-shakespeare, in a checkout or an installed package
-MAX_NEW_CHARS = 2000  # the page's cap; the library has none
+MAX_NEW_CHARS = 2000  # the page's caps; the library has none
+MAX_PROMPT_CHARS = 2000  # a run records every step it reads: the prompt is bounded like what is written
 MAX_TEMPERATURE = 5.0
 STREAM_EVERY_S = float(os.environ.get("CHARRNN_STREAM_EVERY_S", 0.25))  # how often the page receives the growing text
 MAX_SOURCE_CHARS, MAX_REVISION_CHARS = 500, 200
@@ -101,6 +102,9 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
     """The page's inputs as DecodeSettings, or InputError naming what is wrong and what is allowed."""
     if not isinstance(prompt, str) or not prompt:
         raise InputError("The prompt is empty: type at least one character for the model to start from")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InputError(f"The prompt is {len(prompt):,} characters long; the page takes at most "
+                         f"{MAX_PROMPT_CHARS:,} (the library has no limit)")
     unknown = model.tokenizer.unknown(prompt)
     if unknown:
         raise InputError(str(UnknownCharactersError(unknown, model.vocab)).replace(

@@ -14,7 +14,7 @@ on the GPU was not built: no GPU was at hand to check its invariance).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 
 import torch
@@ -80,6 +80,7 @@ class DecodeServer:
         self.waiting: deque[Job] = deque()
         self.running: OrderedDict[Job, None] = OrderedDict()
         self.loops: dict[int, DecodeLoop] = {}  # by id(model)
+        self.counts: Counter = Counter()  # jobs finished, cancelled, failed
         self.lock = threading.Lock()
         self.thread = compute_thread()
         self.thread.add_background(self.pump)
@@ -179,4 +180,5 @@ class DecodeServer:
     def finish(self, job: Job, error: BaseException | None = None) -> None:
         job.error = error
         self.running.pop(job, None)
+        self.counts["finished" if error is None else "cancelled" if isinstance(error, JobCancelled) else "failed"] += 1
         job.done.set()

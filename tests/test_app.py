@@ -101,3 +101,23 @@ def test_a_session_keeps_a_few_kilobytes_after_the_longest_run(client):
     session = app.demo.state_holder.session_data[client.session_hash]
     kept = {component._id: len(pickle.dumps(value)) for component, value, _ in session.state_components}
     assert kept and sum(kept.values()) < 20_000, kept
+
+
+def test_a_visitor_who_leaves_mid_run_frees_the_row(app_url):
+    """Closing the connection while the text streams cancels the run at the next step."""
+    import time
+
+    import httpx
+
+    import app
+
+    server = app.demo.site.server
+    cancelled = server.counts["cancelled"]
+    with httpx.Client(timeout=60) as http:
+        posted = http.post(f"{app_url}/gradio_api/call/generate", json={"data": ["ROMEO:\n", 2000, 0.8, 0, 0.95, 1]})
+        with http.stream("GET", f"{app_url}/gradio_api/call/generate/{posted.json()['event_id']}") as stream:
+            next(line for line in stream.iter_lines() if line.startswith("event: generating"))
+    deadline = time.time() + 30
+    while server.counts["cancelled"] == cancelled and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.counts["cancelled"] == cancelled + 1 and server.load["running"] == 0

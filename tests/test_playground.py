@@ -14,6 +14,7 @@ from threads import in_threads
     (("", 100, 0.8, 0, 0.95, 1), "The prompt is empty"),
     ((None, 100, 0.8, 0, 0.95, 1), "The prompt is empty"),
     (("Señor", 100, 0.8, 0, 0.95, 1), "'ñ'"),
+    (("a" * 2001, 100, 0.8, 0, 0.95, 1), "The prompt is 2,001 characters long; the page takes at most 2,000"),
     (("ROMEO", 0, 0.8, 0, 0.95, 1), "Number of characters must be a whole number from 1 to 2,000"),
     (("ROMEO", 2001, 0.8, 0, 0.95, 1), "from 1 to 2,000, not 2001"),
     (("ROMEO", 12.5, 0.8, 0, 0.95, 1), "Number of characters must be a whole number"),
