@@ -65,8 +65,7 @@ class StepWeights:
         [R, vocab]. Each row's result depends on its own token and state only (the layout is batch-invariant).
         `forces` maps a 0-based layer to the Forces (charrnn.interventions) applied in it at this step."""
         layers = h.shape[0]
-        for layer in range(layers):
-            layout.product(h[layer], self.w_hh[layer], self.b_hh[layer], out=scratch.gh[layer])
+        layout.hidden_products(h, self.w_hh, self.b_hh, out=scratch.gh)
         for layer in range(layers):
             if layer == 0:
                 gi = torch.index_select(self.input_proj, 0, tokens, out=scratch.gi)

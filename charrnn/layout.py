@@ -35,7 +35,8 @@ LAYOUT_ENV = "CHARRNN_LAYOUT"
 class Layout:
     """Rows go through each product in groups of at most `group` rows, each group padded to at least
     `min_rows` rows (min_rows == group: every group has the same shape); "addmm" runs one product per group,
-    "bmm" one batched product for all groups (only with equal groups). `threads` > 0 runs the steps with that
+    "bmm" one batched product for all groups (only with equal groups), "stacked" is "addmm" but for the
+    previous-state products of all layers in one batched product per group. `threads` > 0 runs the steps with that
     many OpenMP threads (on a busy 2-core machine one thread can be several times faster than two, whose
     barriers wait for a core); 0 keeps the process's setting."""
 
@@ -45,8 +46,8 @@ class Layout:
     threads: int = 0
 
     def __post_init__(self):
-        if self.method not in ("addmm", "bmm"):
-            raise ValueError(f"layout method must be 'addmm' or 'bmm', not {self.method!r}")
+        if self.method not in ("addmm", "bmm", "stacked"):
+            raise ValueError(f"layout method must be 'addmm', 'bmm' or 'stacked', not {self.method!r}")
         if not 1 <= self.min_rows <= self.group:
             raise ValueError(f"layout needs 1 <= min_rows <= group, not {self.min_rows} and {self.group}")
         if self.method == "bmm" and self.min_rows != self.group:
@@ -86,6 +87,22 @@ class Layout:
             return rows
         return full * self.group + max(last, self.min_rows)
 
+    def hidden_products(self, h: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, out: torch.Tensor) -> None:
+        """out[l] = h[l] @ w_hh[l].T + b_hh[l] for every layer l (h [layers, rows, H], w_hh [layers, 3H, H]): in
+        a step they depend only on the previous states. "stacked" runs all layers in one batched product per
+        group of rows (one parallel region instead of one per layer); the others one product per layer."""
+        if self.method != "stacked":
+            for layer in range(h.shape[0]):
+                self.product(h[layer], w_hh[layer], b_hh[layer], out=out[layer])
+            return
+        rows = h.shape[1]
+        for start in range(0, rows, self.group):
+            end = min(rows, start + self.group)
+            if start == 0 and end == rows:
+                torch.baddbmm(b_hh[:, None], h, w_hh.transpose(1, 2), out=out)
+            else:
+                out[:, start:end] = torch.baddbmm(b_hh[:, None], h[:, start:end], w_hh.transpose(1, 2))
+
     def product(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """out = x @ weight.T + bias for x [padded_rows, in], weight [out, in] (nn.Linear's layout, used through a
         transposed view as nn.GRU's own products are, which keeps the states within 1e-5 of nn.GRU's)."""
@@ -109,11 +126,18 @@ def candidates(device: torch.device) -> list[Layout]:
     if device.type == "cuda":
         # The GPU serves one request at a time through its CUDA graphs: one row, one product per weight.
         return [Layout("addmm", 1, 1)]
-    found = [Layout("addmm", group, min_rows) for group in (16, 15, 12, 8, 4) for min_rows in (1, 2)]
-    found += [REFERENCE, Layout("addmm", 1, 1)]
-    found += [Layout("bmm", group, group) for group in (8, 4, 2)]
+    found = base_candidates()
     if torch.get_num_threads() > 1:
         found += [replace(layout, threads=1) for layout in found]
+    return found
+
+
+def base_candidates() -> list[Layout]:
+    """The CPU layouts, each at the process's thread count."""
+    found = [Layout("addmm", group, min_rows) for group in (16, 15, 8, 4) for min_rows in (1, 2)]
+    found += [REFERENCE, Layout("addmm", 1, 1)]
+    found += [Layout("bmm", group, group) for group in (8, 2)]
+    found += [Layout("stacked", group, 2) for group in (15, 8)]
     return found
 
 

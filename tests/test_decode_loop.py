@@ -5,7 +5,7 @@ import torch
 
 from charrnn import DecodeSettings
 from charrnn.decode import DecodeLoop, DecodeRequest, step_weights
-from charrnn.layout import REFERENCE, Layout, candidates, choose_layout, same_bits
+from charrnn.layout import REFERENCE, Layout, base_candidates, candidates, choose_layout, same_bits
 from charrnn.sampling import RowSettings, filter_probs
 
 from conftest import make_tiny
@@ -109,9 +109,10 @@ def test_every_eligible_layout_writes_the_same_text_with_the_same_bits(shipped):
         assert_same_trace(trace, traces[0])
 
 
-@pytest.mark.parametrize("layout", candidates(CPU), ids=str)
+@pytest.mark.parametrize("layout", base_candidates() + [Layout("stacked", 8, 2, 1)], ids=str)
 def test_every_layout_tracks_nn_gru_over_thousands_of_steps(shipped, layout):
-    """Any layout the tuner (or CHARRNN_LAYOUT) can pick keeps states and gates within TOL of nn.GRU."""
+    """Any layout the tuner (or CHARRNN_LAYOUT) can pick keeps states and gates within TOL of nn.GRU (the
+    one-thread variants of eligible layouts have the same bits as their two-thread twins: same_bits)."""
     trace = run_alone(shipped, request(shipped, "ROMEO:\n", DecodeSettings(2000, 0.8, 0, 0.95, 1)), layout)
     states, inputs = nn_gru_states(shipped, trace.tokens)
     assert (trace.hidden - states).abs().max() <= TOL
@@ -122,7 +123,8 @@ def test_every_layout_tracks_nn_gru_over_thousands_of_steps(shipped, layout):
     assert (trace.update_gate[2] - update_gate).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("layout", [Layout("addmm", 8, 2), Layout("bmm", 4, 4), Layout("addmm", 1, 1)], ids=str)
+@pytest.mark.parametrize("layout", [Layout("addmm", 8, 2), Layout("bmm", 4, 4), Layout("addmm", 1, 1),
+                                    Layout("stacked", 4, 2)], ids=str)
 def test_layouts_compute_the_products_of_padded_rows(layout):
     model = make_tiny(hidden_size=24, num_layers=3)
     weights = step_weights(model)
@@ -131,6 +133,10 @@ def test_layouts_compute_the_products_of_padded_rows(layout):
     out = torch.empty(x.shape[0], 72)
     layout.product(x, weights.w_hh[1], weights.b_hh[1], out)
     assert torch.allclose(out, x @ weights.w_hh[1].T + weights.b_hh[1], atol=1e-6)
+    h = torch.randn(3, layout.padded_rows(rows), 24)
+    every = torch.empty(3, h.shape[1], 72)
+    layout.hidden_products(h, weights.w_hh, weights.b_hh, every)
+    assert torch.allclose(every, h @ weights.w_hh.transpose(1, 2) + weights.b_hh[:, None], atol=1e-6)
     assert layout.padded_rows(rows) >= rows and layout.padded_rows(1) >= layout.min_rows
 
 
