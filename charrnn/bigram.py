@@ -141,9 +141,11 @@ class BigramStep:
     def scratch(self, layout, rows: int, device) -> StepScratch:
         return StepScratch.empty(self.shape, layout.padded_rows(rows), device)
 
-    def step(self, layout, tokens: torch.Tensor, h: torch.Tensor, scratch: StepScratch, forces=None):
-        torch.index_select(self.table, 0, tokens, out=scratch.logits)
-        return scratch.h, scratch.logits
+    def step(self, layout, tokens: torch.Tensor, h: torch.Tensor, scratch: StepScratch, forces=None, h_out=None,
+             logits_out=None):
+        logits_out = scratch.logits if logits_out is None else logits_out
+        torch.index_select(self.table, 0, tokens, out=logits_out)
+        return scratch.h if h_out is None else h_out, logits_out
 
 
 # ---- what a bigram can reach: the statistics of character pairs ----

@@ -88,20 +88,46 @@ class Row:
 
 
 class Batch:
-    """The rows of a loop between two changes of membership, with the buffers their steps reuse."""
+    """The rows of a loop between two changes of membership, and what their steps write.
+
+    Each step writes every row's states, logits and filtered distribution into one slot of a window of
+    WINDOW steps (no per-row copies while stepping); the window is copied into the rows' own records when it
+    is full and before the batch changes (flush). The state a step reads is the slot the step before wrote.
+    """
+
+    WINDOW = 32
 
     def __init__(self, rows: list[Row], weights: StepWeights, layout: Layout, device):
+        layers, hidden, vocab = weights.shape
         self.rows = rows
         padded = layout.padded_rows(len(rows))
         self.padding = [0] * (padded - len(rows))
         self.scratch = weights.scratch(layout, len(rows), device)
-        for i, row in enumerate(rows):  # scratch.h is the state: a row's state is what it recorded last
+        self.start = torch.zeros(layers, padded, hidden, device=device)  # the state before the batch's first step
+        for i, row in enumerate(rows):  # a row's state is what it recorded last
             if row.t:
-                self.scratch.h[:, i] = row.hidden[row.t - 1]
-        self.settings = RowSettings([row.request.settings for row in rows], weights.shape[2], device)
-        self.filtered = torch.empty(len(rows), weights.shape[2], device=device)
-        self.no_draw = torch.ones(weights.shape[2], device=device)
+                self.start[:, i] = row.hidden[row.t - 1]
+        self.history = torch.empty(self.WINDOW, layers, padded, hidden, device=device)
+        self.logits = torch.empty(self.WINDOW, padded, vocab, device=device)
+        self.filtered = torch.empty(self.WINDOW, len(rows), vocab, device=device)
+        self.first_t = [row.t for row in rows]
+        self.steps = self.flushed = 0
+        self.settings = RowSettings([row.request.settings for row in rows], vocab, device)
+        self.no_draw = torch.ones(vocab, device=device)
         self.interventions = [(i, row.request.intervention) for i, row in enumerate(rows) if row.request.intervention]
+
+    def state(self) -> torch.Tensor:
+        return self.history[(self.steps - 1) % self.WINDOW] if self.steps else self.start
+
+    def flush(self) -> None:
+        """Copy the steps not yet copied into each row's records (the window starts over after a full one)."""
+        count, first = self.steps - self.flushed, self.flushed % self.WINDOW
+        for i, row in enumerate(self.rows):
+            t = self.first_t[i] + self.flushed
+            row.hidden[t : t + count] = self.history[first : first + count, :, i]
+            row.logits[t : t + count] = self.logits[first : first + count, i]
+            row.filtered[t : t + count] = self.filtered[first : first + count, i]
+        self.flushed = self.steps
 
 
 class DecodeLoop:
@@ -118,12 +144,17 @@ class DecodeLoop:
     def add(self, request: DecodeRequest) -> Row:
         row = Row(request, self.weights, self.device)
         self.rows.append(row)
-        self.batch = None
+        self.end_batch()
         return row
 
     def remove(self, row: Row) -> None:
         if row in self.rows:
+            self.end_batch()
             self.rows.remove(row)
+
+    def end_batch(self) -> None:
+        if self.batch is not None:
+            self.batch.flush()
             self.batch = None
 
     def step(self) -> list[Row]:
@@ -133,22 +164,24 @@ class DecodeLoop:
         if self.batch is None:
             self.batch = Batch(list(self.rows), self.weights, self.layout, self.device)
         batch, rows = self.batch, self.batch.rows
+        slot = batch.steps % batch.WINDOW
         tokens = torch.tensor([row.tokens[row.t] for row in rows] + batch.padding, device=self.device)
         forces = step_forces(batch.interventions, [row.t for row in rows], self.device) \
             if batch.interventions else None
         draws = [row.samples for row in rows]
         with self.layout.threads_set():
-            h, logits = self.weights.step(self.layout, tokens, batch.scratch.h, batch.scratch, forces)
-            filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered)
+            _, logits = self.weights.step(self.layout, tokens, batch.state(), batch.scratch, forces,
+                                          h_out=batch.history[slot], logits_out=batch.logits[slot])
+            filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered[slot])
             if any(draws):
                 noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
                                      for row, draw in zip(rows, draws)])
                 chosen = race(filtered, noise).tolist()
+        batch.steps += 1
+        if batch.steps % batch.WINDOW == 0:
+            batch.flush()
         finished = []
         for i, (row, draw) in enumerate(zip(rows, draws)):
-            row.hidden[row.t] = h[:, i]
-            row.logits[row.t] = logits[i]
-            row.filtered[row.t] = filtered[i]
             if draw:
                 row.tokens.append(row.forced.get(row.written, chosen[i]))
             row.t += 1

@@ -59,22 +59,25 @@ class StepWeights:
     def scratch(self, layout: Layout, rows: int, device) -> "StepScratch":
         return StepScratch.empty(self.shape, layout.padded_rows(rows), device)
 
-    def step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor, scratch: "StepScratch", forces=None):
+    def step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor, scratch: "StepScratch", forces=None,
+             h_out: torch.Tensor | None = None, logits_out: torch.Tensor | None = None):
         """Read one character per row (tokens [R]) in state h [layers, R, H], R = layout.padded_rows(...): write
-        every layer's new state into scratch.h [layers, R, H] and the next-character logits into scratch.logits
-        [R, vocab]. Each row's result depends on its own token and state only (the layout is batch-invariant).
-        `forces` maps a 0-based layer to the Forces (charrnn.interventions) applied in it at this step."""
+        every layer's new state into h_out [layers, R, H] and the next-character logits into logits_out [R, vocab]
+        (by default scratch.h, updating the state in place, and scratch.logits). Each row's result depends on its
+        own token and state only (the layout is batch-invariant). `forces` maps a 0-based layer to the Forces
+        (charrnn.interventions) applied in it at this step."""
+        h_out = scratch.h if h_out is None else h_out
+        logits_out = scratch.logits if logits_out is None else logits_out
         layers = h.shape[0]
         layout.hidden_products(h, self.w_hh, self.b_hh, out=scratch.gh)
         for layer in range(layers):
             if layer == 0:
                 gi = torch.index_select(self.input_proj, 0, tokens, out=scratch.gi)
             else:
-                gi = layout.product(scratch.h[layer - 1], self.w_ih[layer], self.b_ih[layer], out=scratch.gi)
-            gru_update(gi, scratch.gh[layer], h[layer], out=scratch.h[layer],
-                       forces=forces.get(layer, ()) if forces else ())
-        layout.product(scratch.h[-1], self.head_w, self.head_b, out=scratch.logits)
-        return scratch.h, scratch.logits
+                gi = layout.product(h_out[layer - 1], self.w_ih[layer], self.b_ih[layer], out=scratch.gi)
+            gru_update(gi, scratch.gh[layer], h[layer], out=h_out[layer], forces=forces.get(layer, ()) if forces else ())
+        layout.product(h_out[-1], self.head_w, self.head_b, out=logits_out)
+        return h_out, logits_out
 
     def run_step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor):
         """One step for len(tokens) rows, padded as the layout pads them; returns copies of (h, logits)."""
