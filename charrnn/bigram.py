@@ -86,14 +86,6 @@ class BigramLanguageModel(
         self.training_info = training
         self.token_embedding_table = nn.Embedding(len(vocab), len(vocab))
 
-    @property
-    def vocab(self) -> str:
-        return self.tokenizer.chars
-
-    @property
-    def device(self) -> torch.device:
-        return self.token_embedding_table.weight.device
-
     def config(self) -> dict:
         return {"model_type": self.MODEL_TYPE, "vocab": self.vocab, "training": self.training_info}
 

@@ -78,6 +78,14 @@ class HubModel(PyTorchModelHubMixin):
     MODEL_TYPE: str = DEFAULT_MODEL_TYPE
     weights_dtype: torch.dtype = torch.float32
 
+    @property
+    def vocab(self) -> str:
+        return self.tokenizer.chars
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def config(self) -> dict:
         raise NotImplementedError
 

@@ -119,14 +119,6 @@ class CharRNN(
         # Dropout on the GRU's input and output too (no parameters, so the state dict stays the three modules).
         self.drop = nn.Dropout(dropout)
 
-    @property
-    def vocab(self) -> str:
-        return self.tokenizer.chars
-
-    @property
-    def device(self) -> torch.device:
-        return self.head.weight.device
-
     def config(self) -> dict:
         return {
             "vocab": self.vocab,
