@@ -37,9 +37,9 @@ from .site import Site
 CLICK_A_CHARACTER = """<script>
 (() => {
   const box = () => document.querySelector('#generated-text textarea');
-  const readOnly = () => { const b = box(); if (b && b.disabled) { b.disabled = false; b.readOnly = true; } };
-  new MutationObserver(readOnly).observe(document.documentElement,
-    {subtree: true, childList: true, attributes: true, attributeFilter: ['disabled']});
+  // Checked twice a second rather than watched: a MutationObserver over the page sees every node plotly draws, and
+  // made the Write tab's figures slower to appear (python bench/page.py).
+  setInterval(() => { const b = box(); if (b && b.disabled) { b.disabled = false; b.readOnly = true; } }, 500);
   document.addEventListener('click', (e) => {
     const b = box();
     if (!b || e.target !== b || b.selectionStart !== b.selectionEnd) return;
@@ -325,7 +325,7 @@ def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
                     compare_text = gr.HTML(elem_id="compare-texts")
                     compare_figure = gr.Plot(label="Entropy and rank, step by step", elem_id="compare-figure")
 
-    shown = gr.State(None)  # the Comparison on show (force or branch)
+    forced_shown, branch_shown = gr.State(None), gr.State(None)  # the Comparisons on show
     compared = gr.State(None)  # the Recipes compared
     settings_in = [prompt, max_new_chars, temperature, top_k, top_p, seed]
 
@@ -399,13 +399,13 @@ def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
         source.change(None, source, target, js="(value) => value")  # in the browser: no round trip
     first_generated.click(None, prompt, from_step, js="(prompt) => Math.max(0, [...prompt].length - 1)")
     unit_to_force.change(fill_unit, unit_to_force, [layer, kind, unit], api_visibility="private")
-    draw = dict(fn=lambda c: draw_comparison(site, c), inputs=shown, api_visibility="private", show_progress="hidden")
-    force.click(intervene, [*settings_in, layer, kind, unit, value, from_step, model_key], [force_result, shown],
+    draw = dict(fn=lambda c: draw_comparison(site, c), api_visibility="private", show_progress="hidden")
+    force.click(intervene, [*settings_in, layer, kind, unit, value, from_step, model_key], [force_result, forced_shown],
                 api_name="intervene", show_progress_on=[force_status, force_aligned], concurrency_limit=busy
-                ).success(outputs=[force_status, force_aligned, force_figure], **draw)
-    branch.click(branch_at, [*settings_in, step, branch_to, model_key], [branch_result, shown], api_name="branch",
-                 show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy
-                 ).success(outputs=[branch_status, branch_aligned, branch_figure], **draw)
+                ).success(inputs=forced_shown, outputs=[force_status, force_aligned, force_figure], **draw)
+    branch.click(branch_at, [*settings_in, step, branch_to, model_key], [branch_result, branch_shown],
+                 api_name="branch", show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy
+                 ).success(inputs=branch_shown, outputs=[branch_status, branch_aligned, branch_figure], **draw)
     compare.click(compare_runs, [prompt, max_new_chars, seed, *compared_settings, use_c, model_key], compared,
                   api_visibility="private", show_progress_on=[compare_text], concurrency_limit=busy
                   ).success(draw_compared, compared, [compare_text, compare_figure], api_visibility="private",
