@@ -76,7 +76,8 @@ def test_forcing_the_line_position_unit_shows_two_aligned_texts_that_part_in_the
     first = next(i for i, (a, b) in enumerate(zip(original, forced)) if a != b)
     assert "\n" not in original[7:first]  # within the first line written
     assert aligned_rows(page, "#force-aligned") == (visible(original), visible(forced))
-    assert page.locator("#force-aligned .wi-line .wi-b").count() > 0 and page.locator("#force-aligned .wi-line .wi-first").count() == 2
+    assert page.locator("#force-aligned .wi-line .wi-b").count() > 0
+    assert page.locator("#force-aligned .wi-line .wi-first").count() == 2  # the first difference, in both rows
     status = page.locator("#force-status").inner_text()
     assert f"The texts part at character {first}" in status and "from step 6 on" in status
     plot = page.evaluate("""() => { const g = document.querySelector('#force-divergence .js-plotly-plot');

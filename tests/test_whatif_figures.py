@@ -165,8 +165,15 @@ def test_unit_names_values_and_characters_are_checked_with_clear_messages(shippe
                             (dict(from_step=100), "From step must be a whole number from 0 to 99")]:
         with pytest.raises(InputError, match=message):
             check(**kwargs)
-    assert branch_char(shipped, "␣") == " " and branch_char(shipped, "↵") == "\n" and branch_char(shipped, "e") == "e"
+    assert [branch_char(shipped, c) for c in ("␣", "↵", "e")] == [" ", "\n", "e"]
     for char, message in [("", "exactly one character"), ("ab", "exactly one character.*'ab'"),
                           ("ñ", "'ñ' is not in the model's vocabulary; allowed are the 65 characters")]:
         with pytest.raises(InputError, match=message):
             branch_char(shipped, char)
+
+
+def test_a_browser_offset_into_the_text_becomes_a_python_index():
+    from charrnn.page.whatif import python_index
+
+    text = "a\U0001F600b\nc"  # the emoji is two UTF-16 code units in the browser, one character in Python
+    assert [python_index(text, i) for i in (0, 1, 3, 4, 5)] == [0, 1, 2, 3, 4]

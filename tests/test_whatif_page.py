@@ -43,7 +43,8 @@ def test_the_endpoints_have_the_documented_parameters(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     names = {name: [p["parameter_name"] for p in endpoints[name]["parameters"]] for name in ("/intervene", "/branch")}
     run = ["prompt", "max_new_chars", "temperature", "top_k", "top_p", "seed"]
-    assert names == {"/intervene": run + ["layer", "kind", "unit", "value", "from_step"], "/branch": run + ["step", "char"]}
+    assert names == {"/intervene": run + ["layer", "kind", "unit", "value", "from_step"],
+                     "/branch": run + ["step", "char"]}
 
 
 def test_intervene_returns_what_the_library_writes_for_the_same_inputs(client, shipped):
@@ -51,7 +52,7 @@ def test_intervene_returns_what_the_library_writes_for_the_same_inputs(client, s
     pair = intervene(shipped, ROMEO["prompt"], settings(ROMEO), Intervention(1, "hidden", 41, 0.9, 3))
     assert without_change(result) == pair.summary()
     assert result["with_prompt"] and result["original"].startswith("ROMEO:\n")
-    assert result["change"] == {"intervention": {"layer": 1, "kind": "hidden", "unit": 41, "value": 0.9, "from_step": 3}}
+    assert result["change"] == {"intervention": dict(layer=1, kind="hidden", unit=41, value=0.9, from_step=3)}
 
 
 def test_a_greedy_intervention_equals_the_librarys_and_the_line_position_unit_changes_the_first_line(client, shipped):
@@ -83,7 +84,8 @@ def test_branch_returns_what_the_library_writes_for_the_same_inputs(client, ship
     assert result["changed"][7 + 10] == "\n" and result["first_difference"]["char_index"] <= 7 + 10
     assert result["change"]["branch"] == {"step": 10, "char": "\n", "replaced": pair.original.text[17]}
     greedy = branch_at(client, run=GREEDY, step=0, char="T")
-    assert greedy["changed"] == shipped.generate("ROMEO:\n", settings(GREEDY), forced=((0, shipped.vocab.index("T")),)).text
+    forced = ((0, shipped.vocab.index("T")),)
+    assert greedy["changed"] == shipped.generate("ROMEO:\n", settings(GREEDY), forced=forced).text
 
 
 @pytest.mark.parametrize("endpoint,kwargs,message", [
@@ -107,13 +109,13 @@ def test_branch_returns_what_the_library_writes_for_the_same_inputs(client, ship
     ("branch", dict(max_new_chars=5000), "greater than maximum value 2000"),
 ])
 def test_bad_input_is_a_clear_error_and_the_next_call_works(client, endpoint, kwargs, message):
+    run = ROMEO | {k: v for k, v in kwargs.items() if k in ROMEO}
+    change = {k: v for k, v in kwargs.items() if k not in ROMEO}
     with pytest.raises(Exception, match=message):
         if endpoint == "intervene":
-            run, unit = {k: v for k, v in kwargs.items() if k in ROMEO}, {k: v for k, v in kwargs.items() if k not in ROMEO}
-            force(client, run=ROMEO | run, **unit)
+            force(client, run=run, **change)
         else:
-            branch_at(client, run=ROMEO | {k: v for k, v in kwargs.items() if k in ROMEO},
-                      **{k: v for k, v in kwargs.items() if k not in ROMEO})
+            branch_at(client, run=run, **change)
     assert force(client, run=GREEDY)["first_difference"]["char_index"] > 7
 
 

@@ -26,7 +26,7 @@ from ..model import ModelLoadError
 from ..runs import Recipe
 from ..serving import ServerBusy
 from ..vocab import visible_char
-from ..whatif import Pair, SettingsRun
+from ..whatif import Pair, SettingsRun, branch_forcing
 from ..whatif_inputs import MEAN, ZERO, branch_char, branch_step, check_intervention, parse_unit_name
 from .site import Site
 
@@ -176,12 +176,12 @@ def describe(pair: Pair, comparison: Comparison) -> str:
         what = (f"<b>Forced</b> the {KIND_NAMES[i.kind]} of unit {i.unit} in layer {i.layer} to {i.value:g} at every "
                 f"step from step {i.from_step} on ({step_place(i.from_step, prompt_len)}).")
         kl = pair.divergence()
-        moved = (kl > 1e-9).nonzero()
+        moved = (kl > 0).nonzero()
         if len(moved):
             t = int(moved[0])
+            largest = float(kl[:first].max()) if first else float(kl.max())
             what += (f" The next-character distribution first moved at step {t} (KL {float(kl[t]):.3g} nats); the "
-                     f"largest move before the texts part is {float(kl[: first if first else len(kl)].max()):.3g} "
-                     "nats.")
+                     f"largest move {'before the texts part ' if first else ''}is {largest:.3g} nats.")
         else:
             what += " The next-character distribution did not move at all."
     else:
@@ -357,7 +357,7 @@ def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
         except pg.InputError as e:
             raise gr.Error(str(e), title=BRANCH_TITLE) from None
         original = Recipe(key, prompt, settings)
-        comparison = Comparison(original, replace(original, forced=((step, model.tokenizer.encode(char)[0]),)))
+        comparison = Comparison(original, replace(original, forced=branch_forcing(model, prompt, settings, step, char)))
         for _ in write_runs(site, model, [comparison.original, comparison.changed], BRANCH_TITLE):
             yield gr.skip(), gr.skip()
         yield comparison_result(site, comparison), comparison
@@ -458,7 +458,8 @@ def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
             char = branch_char(model, typed if typed else choice)
         except pg.InputError as e:
             raise gr.Error(str(e), title=BRANCH_TITLE) from None
-        comparison = Comparison(run, replace(run, forced=((index - len(run.prompt), model.tokenizer.encode(char)[0]),)))
+        forced = branch_forcing(model, run.prompt, run.settings, index - len(run.prompt), char)
+        comparison = Comparison(run, replace(run, forced=forced))
         for _ in write_runs(site, model, [comparison.original, comparison.changed], BRANCH_TITLE):
             yield gr.skip(), gr.skip()
         status_html, aligned_html, _ = draw_comparison(site, comparison, figure=False, width=PANEL_WIDTH)
