@@ -19,6 +19,15 @@ from .interventions import Intervention
 from .sampling import DecodeSettings
 
 
+def first_difference(a: str, b: str) -> int | None:
+    """The first index where two texts differ (the shorter one's length if one continues the other); None if they
+    are the same."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
 @dataclass
 class Pair:
     """An original run and its changed twin, with where and how much they part."""
@@ -29,11 +38,7 @@ class Pair:
     @property
     def first_difference(self) -> int | None:
         """The index of the first character (prompt included) where the texts differ; None if they do not."""
-        for i, (a, b) in enumerate(zip(self.original.text, self.changed.text)):
-            if a != b:
-                return i
-        return None if len(self.original.text) == len(self.changed.text) else min(map(len, (self.original.text,
-                                                                                          self.changed.text)))
+        return first_difference(self.original.text, self.changed.text)
 
     def divergence(self) -> torch.Tensor:
         """Per step, KL(original || changed) in nats between the two next-character distributions (raw,

@@ -11,6 +11,7 @@ import gradio as gr
 
 from .. import playground as pg
 from .site import Site
+from .whatif import CLICK_A_CHARACTER, whatif_tab
 from .write import write_tab
 
 CSS = """
@@ -21,8 +22,8 @@ CSS = """
 """
 # No run history: it would copy every run's figures (megabytes) into the browser's localStorage. Enough worker
 # threads for every visitor the decode server takes at once (each streaming visitor holds one while it waits).
-LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.DRAW_EACH_PLOT_ONCE, show_error=True, run_history=False,
-              max_threads=160)
+LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.DRAW_EACH_PLOT_ONCE + CLICK_A_CHARACTER, show_error=True,
+              run_history=False, max_threads=160)
 
 
 def build_demo(site: Site | None = None) -> gr.Blocks:
@@ -34,7 +35,9 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
             "Type a prompt, choose how to pick each next character, and watch the model write. Then step through "
             "what it predicted at every character, and how its reset and update gates responded.")
         with gr.Tab("Write", id="write"):
-            write_tab(site, model_key)
+            write = write_tab(site, model_key)
+        with gr.Tab("What-if", id="whatif"):
+            whatif_tab(site, model_key, write)
     limits = site.server.limits
     demo.queue(default_concurrency_limit=2, max_size=limits.max_rows + limits.max_waiting + 32)
     demo.site = site

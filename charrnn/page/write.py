@@ -13,6 +13,7 @@ from ..model import ModelLoadError
 from ..runs import Recipe
 from ..serving import ServerBusy
 from .site import EXAMPLES, Site
+from .whatif import branch_panel
 
 
 def layer_choices(model):
@@ -45,6 +46,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
                               buttons=["copy"], elem_id="generated-text", autoscroll=True)
             status = gr.Markdown("An example, written when the page started: change the settings and press Generate.",
                                  elem_id="status")
+            branch_panel(site, text, recipe)  # click a character of the text: write another one there (What-if)
             with gr.Accordion("Model", open=False):
                 model_info = gr.Markdown(pg.describe_model(site.default_key, model), elem_id="model-info")
                 with gr.Row():

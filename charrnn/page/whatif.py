@@ -1,0 +1,473 @@
+"""The What-if tab: force a unit and watch the text change, write another character at one step, and compare
+decoding settings side by side; and, on the Write tab, the branch panel (click a character of the text).
+
+Every comparison shares its prompt, length and seed, so every random draw: the draw that picks generated character
+s depends on the seed and s alone (charrnn.decode), and whatever differs comes from the one change. Both runs of a
+pair go to the decode server together, so they are written in the same batch; the visitor keeps their Recipes
+(a Comparison), and the figures come from the traces (site.trace).
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+
+import gradio as gr
+
+from .. import playground as pg
+from .. import whatif_figures as wf
+from ..activations import KINDS as VALUE_KINDS
+from ..atlas import AtlasError, atlas_for
+from ..compute import on_compute_thread
+from ..interventions import KIND_NAMES, KINDS
+from ..model import ModelLoadError
+from ..runs import Recipe
+from ..serving import ServerBusy
+from ..vocab import visible_char
+from ..whatif import Pair, SettingsRun, branch_forcing
+from ..whatif_inputs import MEAN, ZERO, branch_char, branch_step, check_intervention, parse_unit_name
+from .site import Site
+
+# For the page's <head>. The Write tab's text box is not interactive, so Gradio renders a disabled textarea: no
+# click reaches it and nothing in it can be selected, so Textbox.select never fires. Made read-only instead (the
+# same to a person), a click puts the caret at a character; selecting that one character fires the textarea's
+# select event, which Gradio sends to the server as Textbox.select with its [start, end].
+CLICK_A_CHARACTER = """<script>
+(() => {
+  const box = () => document.querySelector('#generated-text textarea');
+  // Checked twice a second rather than watched: a MutationObserver over the page sees every node plotly draws, and
+  // made the Write tab's figures slower to appear (python bench/page.py).
+  setInterval(() => { const b = box(); if (b && b.disabled) { b.disabled = false; b.readOnly = true; } }, 500);
+  document.addEventListener('click', (e) => {
+    const b = box();
+    if (!b || e.target !== b || b.selectionStart !== b.selectionEnd) return;
+    const at = b.selectionStart;
+    if (at < b.value.length) b.setSelectionRange(at, at + 1);
+  });
+})();
+</script>"""
+
+PANEL_WIDTH = 60  # characters a row of the aligned texts in the Write tab's narrower column
+FORCE_TITLE, BRANCH_TITLE, COMPARE_TITLE = "Cannot force the unit", "Cannot branch", "Cannot compare"
+KIND_CHOICES = [(KIND_NAMES[k], k) for k in KINDS]
+VALUE_CHOICES = [(ZERO, ZERO), ("its mean over the reference text", MEAN)]
+SHARED_DRAWS = ("Both runs read the same prompt with the same settings and seed, so they share every random draw "
+                "(the draw that picks generated character s depends on the seed and s alone): whatever differs "
+                "comes from the one change.")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """An original run and its changed twin (an intervention, or a character forced at one position): what a
+    visitor keeps between events, a few hundred bytes."""
+
+    original: Recipe
+    changed: Recipe
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return ("original", "forced" if self.changed.intervention else "branch")
+
+    def marks(self) -> dict:
+        """What the aligned texts and the figure flag: where forcing starts, or the character forced."""
+        if self.changed.intervention is not None:
+            start = self.changed.intervention.from_step
+            return {"marked": start, "marked_title": f"forcing starts at step {start} (reading this character)"}
+        (step, _), = self.changed.forced
+        return {"forced": len(self.original.prompt) + step}
+
+
+class UnitMeans:
+    """Each model's unit means over its reference text, from the atlas in its folder, read once per model (only
+    the means are kept); for a model without one, why not."""
+
+    def __init__(self, site: Site, size: int = 8):
+        self.site, self.size = site, size
+        self.means: OrderedDict[object, object] = OrderedDict()  # ModelKey -> [kinds, layers, H] tensor, or a reason
+        self.lock = threading.Lock()
+
+    def mean(self, key, model, layer: int, kind: str, unit: int) -> float:
+        means = self.of(key, model)
+        if isinstance(means, str):
+            raise pg.InputError(f'Value "mean" is not available for this model: {means}. Give a number or "zero".')
+        return float(means[VALUE_KINDS.index(kind), layer - 1, unit])
+
+    def of(self, key, model):
+        with self.lock:
+            if key in self.means:
+                self.means.move_to_end(key)
+                return self.means[key]
+        try:
+            folder, local = self.site.models.resolve(key.source)
+            if local:
+                means = on_compute_thread(lambda: atlas_for(model, folder, build=False).mean.clone())()
+            else:
+                means = ("it came from the Hugging Face Hub, and an atlas comes only with a local model folder "
+                         "(reference.txt and atlas.safetensors, written by python -m charrnn atlas)")
+        except (AtlasError, ModelLoadError) as e:
+            means = f"it has no usable unit atlas ({e})"
+        with self.lock:
+            self.means[key] = means
+            while len(self.means) > self.size:
+                self.means.popitem(last=False)
+        return means
+
+
+def write_runs(site: Site, model, recipes: list[Recipe], title: str):
+    """Submit the recipes to the decode server together (so they are written in the same batch), wait for all of
+    them and keep them in site.runs. A generator that yields while it waits: a visitor who leaves closes it, and
+    the runs are cancelled at the next step."""
+    jobs = []
+    try:
+        try:
+            for recipe in recipes:
+                jobs.append(site.server.submit(model, recipe.request(model)))
+        except (ServerBusy, ValueError) as e:
+            raise gr.Error(str(e), title=title) from None
+        for job in jobs:
+            while not job.wait(pg.STREAM_EVERY_S):
+                yield
+        for job in jobs:
+            job.result()
+    finally:
+        for job in jobs:
+            job.cancel()
+    for recipe, job in zip(recipes, jobs):
+        site.runs.keep(recipe, job)
+
+
+def comparison_result(site: Site, comparison: Comparison) -> dict:
+    """What /intervene and /branch return: whatif.Pair.summary() (both texts with the prompt, and where they
+    part) and the change made."""
+    pair = Pair(site.trace(comparison.original), site.trace(comparison.changed))
+    result = pair.summary()
+    if comparison.changed.intervention is not None:
+        i = comparison.changed.intervention
+        result["change"] = {"intervention": {"layer": i.layer, "kind": i.kind, "unit": i.unit, "value": i.value,
+                                             "from_step": i.from_step}}
+    else:
+        (step, token), = comparison.changed.forced
+        written = pair.original.text[pair.original.prompt_len + step]
+        result["change"] = {"branch": {"step": step, "char": pair.changed.vocab[token], "replaced": written}}
+    return result
+
+
+def char(c: str) -> str:
+    return f"<code>{html.escape(visible_char(c))}</code>"
+
+
+def step_place(step: int, prompt_len: int) -> str:
+    """Where a step is, in words: which character it reads."""
+    if step < prompt_len - 1:
+        return f"reading prompt character {step}"
+    if step == prompt_len - 1:
+        return "the step that chooses the first generated character"
+    return f"reading generated character {step - prompt_len}"
+
+
+def describe(pair: Pair, comparison: Comparison) -> str:
+    """What was changed, from where, and what it did to the distribution and the text, in a few sentences."""
+    original, changed, prompt_len = pair.original, pair.changed, pair.original.prompt_len
+    first = pair.first_difference
+    if comparison.changed.intervention is not None:
+        i = comparison.changed.intervention
+        what = (f"<b>Forced</b> the {KIND_NAMES[i.kind]} of unit {i.unit} in layer {i.layer} to {i.value:g} at every "
+                f"step from step {i.from_step} on ({step_place(i.from_step, prompt_len)}).")
+        kl = pair.divergence()
+        moved = (kl > 0).nonzero()
+        if len(moved):
+            t = int(moved[0])
+            largest = float(kl[:first].max()) if first else float(kl.max())
+            what += (f" The next-character distribution first moved at step {t} (KL {float(kl[t]):.3g} nats); the "
+                     f"largest move {'before the texts part ' if first else ''}is {largest:.3g} nats.")
+        else:
+            what += " The next-character distribution did not move at all."
+    else:
+        (step, token), = comparison.changed.forced
+        index = prompt_len + step
+        what = (f"<b>Wrote</b> {char(changed.text[index])} instead of {char(original.text[index])} as generated "
+                f"character {step} (character {index}, chosen at step {index - 1}); every other step kept its own "
+                "draw.")
+    if first is None:
+        return (f"{what} <b>The texts are the same</b>" + (": the change moved the probabilities, never enough to "
+                "change a choice." if comparison.changed.intervention else ".") + f" {SHARED_DRAWS}")
+    after = sum(a != b for a, b in zip(original.text[first:], changed.text[first:]))
+    differ = f"{after:,} of the {len(original.text) - first:,} characters from there differ."
+    if comparison.changed.intervention is None:  # a branch parts where it writes
+        return f"{what} {differ} {SHARED_DRAWS}"
+    chosen = original.tokens[first]
+    return (f"{what} <b>The texts part at character {first}</b> (chosen at step {first - 1}): the original wrote "
+            f"{char(original.text[first])} (p = {float(original.probs[first - 1, chosen]):.3f}), the "
+            f"{comparison.labels[1]} run {char(changed.text[first])}, where the original's choice had p = "
+            f"{float(changed.probs[first - 1, chosen]):.3f}. {differ} {SHARED_DRAWS}")
+
+
+@on_compute_thread
+def comparison_views(pair: Pair, comparison: Comparison, figure: bool = True, width: int = wf.ALIGN_WIDTH):
+    """(status HTML, aligned texts HTML `width` characters a row, divergence figure or None)."""
+    marks = comparison.marks()
+    aligned = wf.aligned_html(pair.original.text, pair.changed.text, pair.original.prompt_len,
+                              labels=comparison.labels, width=width, **marks)
+    status = f'<div class="wi-status">{describe(pair, comparison)}</div>'
+    if not figure:
+        return status, aligned, None
+    if "marked" in marks:
+        marked, label = marks["marked"], f"forcing starts (step {marks['marked']})"
+    else:
+        marked, label = marks["forced"] - 1, f"step {marks['forced'] - 1} writes the forced character"
+    return status, aligned, wf.divergence_figure(pair, marked=marked, marked_label=label, labels=comparison.labels)
+
+
+def draw_comparison(site: Site, comparison: Comparison, figure: bool = True, width: int = wf.ALIGN_WIDTH):
+    pair = Pair(site.trace(comparison.original), site.trace(comparison.changed))  # off the compute thread: it waits
+    return comparison_views(pair, comparison, figure, width)
+
+
+def python_index(text: str, utf16_index: int) -> int:
+    """The index in `text` of a browser's (UTF-16) offset into it."""
+    return len(text.encode("utf-16-le")[: 2 * utf16_index].decode("utf-16-le", errors="ignore"))
+
+
+def comparison_outputs(name: str):
+    """The status, aligned texts, figure and JSON of one kind of comparison."""
+    status = gr.HTML('<div class="wi-status" style="color:#666">Press the button to write both runs.</div>',
+                     elem_id=f"{name}-status")
+    aligned = gr.HTML(elem_id=f"{name}-aligned")
+    figure = gr.Plot(label="How far the next-character distribution moved", elem_id=f"{name}-divergence")
+    with gr.Accordion(f"The numbers, as /{'intervene' if name == 'force' else 'branch'} returns them", open=False):
+        result = gr.JSON(elem_id=f"{name}-result")
+    return status, aligned, figure, result
+
+
+def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
+    """Build the tab inside the current gr.Tab; `write` is write_tab's dict (its settings prefill this tab's).
+    Returns the components other tabs use ("unit_to_force": a hidden Textbox that takes a name like "L3 hidden 99"
+    and fills the unit to force)."""
+    model = site.default_model
+    means = UnitMeans(site)
+    limits = site.server.limits
+    busy = limits.max_rows + limits.max_waiting
+    gr.Markdown(
+        "Change one thing and write the run again beside the original: force a unit (a hidden state or a gate), "
+        "write another character at one step, or decode with other settings. " + SHARED_DRAWS)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=300):
+            gr.Markdown("### The run\nCopied from the Write tab whenever you change it there; change it here to "
+                        "try another.")
+            prompt = gr.Textbox(write["prompt"].value, lines=3, max_lines=8, label="Prompt of the run",
+                                elem_id="whatif-prompt")
+            max_new_chars = gr.Slider(1, pg.MAX_NEW_CHARS, write["max_new_chars"].value, step=1,
+                                      label="Characters to write in each run")
+            temperature = gr.Slider(0, 2, write["temperature"].value, step=0.05, label="Temperature of the run",
+                                    info="0 = greedy")
+            top_k = gr.Slider(0, len(model.vocab), write["top_k"].value, step=1, label="Top-k of the run",
+                              info="0 = off")
+            top_p = gr.Slider(0.01, 1, write["top_p"].value, step=0.01, label="Top-p of the run", info="1 = off")
+            seed = gr.Number(write["seed"].value, precision=0, label="Seed of the run")
+        with gr.Column(scale=5):
+            with gr.Tabs():
+                with gr.Tab("Force a unit", id="force"):
+                    gr.Markdown("Set one unit to a value at every step from a starting step on (prompt steps "
+                                "included), and see where the text parts from the run as it is. Step t reads "
+                                "character t of prompt + text, from 0.")
+                    with gr.Row():
+                        layer = gr.Number(3 if model.num_layers >= 3 else 1, label="Layer",
+                                          info=f"1 to {model.num_layers}", min_width=90, elem_id="force-layer")
+                        kind = gr.Dropdown(KIND_CHOICES, value="hidden", label="Kind", elem_id="force-kind",
+                                           allow_custom_value=True, min_width=160)  # checked, with a clear message
+                        unit = gr.Number(min(99, model.hidden_size - 1), label="Unit",
+                                         info=f"0 to {model.hidden_size - 1}", min_width=90, elem_id="force-unit")
+                    with gr.Row():
+                        value = gr.Dropdown(VALUE_CHOICES, value="0.9", allow_custom_value=True, label="Value",
+                                            elem_id="force-value",
+                                            info="type a number (hidden state −1 to 1, gates 0 to 1), or pick "
+                                                 "zero or the unit's mean (ablation)")
+                        with gr.Column(min_width=200):
+                            from_step = gr.Number(len(write["prompt"].value) - 1, label="From step",
+                                                  elem_id="force-from",
+                                                  info="forced at this step and every step after")
+                            first_generated = gr.Button("From the first generated character", size="sm")
+                    unit_to_force = gr.Textbox(visible="hidden", elem_id="unit-to-force", label="Unit to force")
+                    force = gr.Button("Force and compare", variant="primary", elem_id="force-button")
+                    force_status, force_aligned, force_figure, force_result = comparison_outputs("force")
+                with gr.Tab("Branch at a character", id="branch"):
+                    gr.Markdown("Write another character at one generated position and let the model go on from "
+                                "there; every other step keeps its own draw. (On the Write tab, click a character "
+                                "of the text to do the same with the run shown there.)")
+                    with gr.Row():
+                        step = gr.Number(0, label="Generated character", elem_id="branch-step",
+                                         info="0 = the first character written")
+                        branch_to = gr.Textbox("e", max_lines=1, label="Write this character there",
+                                               elem_id="branch-char", info="␣ for a space, ↵ for a newline")
+                    branch = gr.Button("Branch and compare", variant="primary", elem_id="branch-button")
+                    branch_status, branch_aligned, branch_figure, branch_result = comparison_outputs("branch")
+                with gr.Tab("Compare settings", id="compare"):
+                    gr.Markdown(
+                        "The prompt, length and seed of the run under two or three decoding settings. With the same "
+                        "seed every run draws the same random number at each generated position, so the comparison "
+                        "is about the settings alone: where the texts part, the settings made the choice differ; "
+                        "after that each run goes on from its own text.")
+                    compared_settings = []  # temperature, top-k, top-p of A, then B, then C
+                    with gr.Row():
+                        for name, (t, k, p) in zip("ABC", ((0.0, 0, 1.0), (0.8, 0, 0.95), (1.2, 0, 1.0))):
+                            with gr.Column(min_width=180):
+                                if name == "C":
+                                    use_c = gr.Checkbox(True, label="Compare a third: C", elem_id="compare-use-c")
+                                else:
+                                    gr.Markdown(f"**{name}**")
+                                compared_settings += [
+                                    gr.Slider(0, 2, t, step=0.05, label=f"Temperature {name}", info="0 = greedy"),
+                                    gr.Slider(0, len(model.vocab), k, step=1, label=f"Top-k {name}", info="0 = off"),
+                                    gr.Slider(0.01, 1, p, step=0.01, label=f"Top-p {name}", info="1 = off")]
+                    compare = gr.Button("Compare", variant="primary", elem_id="compare-button")
+                    compare_text = gr.HTML(elem_id="compare-texts")
+                    compare_figure = gr.Plot(label="Entropy and rank, step by step", elem_id="compare-figure")
+
+    forced_shown, branch_shown = gr.State(None), gr.State(None)  # the Comparisons on show
+    compared = gr.State(None)  # the Recipes compared
+    settings_in = [prompt, max_new_chars, temperature, top_k, top_p, seed]
+
+    def intervene(prompt, max_new_chars, temperature, top_k, top_p, seed, layer, kind, unit, value, from_step, key):
+        """Write the run as it is and with one unit forced at every step >= from_step; the API endpoint /intervene.
+        Returns both texts (prompt included) and where they part."""
+        model = site.model(key)
+        try:
+            settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
+            intervention = check_intervention(model, layer, kind, unit, value, from_step,
+                                              len(prompt) + settings.max_new_chars,
+                                              lambda *unit_: means.mean(key, model, *unit_))
+        except pg.InputError as e:
+            raise gr.Error(str(e), title=FORCE_TITLE) from None
+        original = Recipe(key, prompt, settings)
+        comparison = Comparison(original, replace(original, intervention=intervention))
+        for _ in write_runs(site, model, [comparison.original, comparison.changed], FORCE_TITLE):
+            yield gr.skip(), gr.skip()
+        yield comparison_result(site, comparison), comparison
+
+    def branch_at(prompt, max_new_chars, temperature, top_k, top_p, seed, step, char, key):
+        """Write the run as it is and with `char` as generated character `step` (0 = the first written), every
+        other draw kept; the API endpoint /branch. Returns both texts (prompt included) and where they part."""
+        model = site.model(key)
+        try:
+            settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
+            step = branch_step(step, settings.max_new_chars)
+            char = branch_char(model, char)
+        except pg.InputError as e:
+            raise gr.Error(str(e), title=BRANCH_TITLE) from None
+        original = Recipe(key, prompt, settings)
+        comparison = Comparison(original, replace(original, forced=branch_forcing(model, prompt, settings, step, char)))
+        for _ in write_runs(site, model, [comparison.original, comparison.changed], BRANCH_TITLE):
+            yield gr.skip(), gr.skip()
+        yield comparison_result(site, comparison), comparison
+
+    def compare_runs(prompt, max_new_chars, seed, *settings_and_key):
+        """The same prompt, length and seed under the settings A, B (and C when ticked), written together."""
+        *values, use_c, key = settings_and_key
+        model = site.model(key)
+        rows = [values[0:3], values[3:6]] + ([values[6:9]] if use_c else [])
+        try:
+            settings = []
+            for name, (t, k, p) in zip("ABC", rows):
+                try:
+                    settings.append(pg.check_inputs(model, prompt, max_new_chars, t, k, p, seed))
+                except pg.InputError as e:
+                    raise pg.InputError(f"{name}: {e}") from None
+        except pg.InputError as e:
+            raise gr.Error(str(e), title=COMPARE_TITLE) from None
+        recipes = tuple(Recipe(key, prompt, s) for s in settings)
+        for _ in write_runs(site, model, list(recipes), COMPARE_TITLE):
+            yield gr.skip()
+        yield recipes
+
+    def draw_compared(recipes):
+        runs = [SettingsRun(r.settings, site.trace(r)) for r in recipes]
+        return on_compute_thread(lambda: (wf.settings_html(runs), wf.settings_figure(runs)))()
+
+    def fill_unit(name):
+        if not name:
+            return gr.skip(), gr.skip(), gr.skip()
+        try:
+            return parse_unit_name(name)
+        except pg.InputError as e:
+            gr.Warning(str(e))
+            return gr.skip(), gr.skip(), gr.skip()
+
+    for source, target in zip([write[n] for n in ("prompt", "max_new_chars", "temperature", "top_k", "top_p", "seed")],
+                              settings_in):
+        source.change(None, source, target, js="(value) => value")  # in the browser: no round trip
+    first_generated.click(None, prompt, from_step, js="(prompt) => Math.max(0, [...prompt].length - 1)")
+    unit_to_force.change(fill_unit, unit_to_force, [layer, kind, unit], api_visibility="private")
+    draw = dict(fn=lambda c: draw_comparison(site, c), api_visibility="private", show_progress="hidden")
+    force.click(intervene, [*settings_in, layer, kind, unit, value, from_step, model_key], [force_result, forced_shown],
+                api_name="intervene", show_progress_on=[force_status, force_aligned], concurrency_limit=busy
+                ).success(inputs=forced_shown, outputs=[force_status, force_aligned, force_figure], **draw)
+    branch.click(branch_at, [*settings_in, step, branch_to, model_key], [branch_result, branch_shown],
+                 api_name="branch", show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy
+                 ).success(inputs=branch_shown, outputs=[branch_status, branch_aligned, branch_figure], **draw)
+    compare.click(compare_runs, [prompt, max_new_chars, seed, *compared_settings, use_c, model_key], compared,
+                  api_visibility="private", show_progress_on=[compare_text], concurrency_limit=busy
+                  ).success(draw_compared, compared, [compare_text, compare_figure], api_visibility="private",
+                            show_progress="hidden")
+    return {"unit_to_force": unit_to_force, "layer": layer, "kind": kind, "unit": unit, "value": value,
+            "from_step": from_step, "force": force}
+
+
+def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
+    """Under the Write tab's text: click a generated character, see what else the model offered there, pick one (or
+    type any character) and the run is written again with it, beside the original."""
+    picked = gr.State(None)  # (the Recipe of the run shown, the index of the character clicked in its text)
+    with gr.Column(visible=False, elem_id="branch-panel") as panel:
+        where = gr.HTML(elem_id="branch-where")
+        with gr.Row():
+            choice = gr.Radio([], label="Write instead", elem_id="branch-choice", scale=4)
+            typed = gr.Textbox(label="or type any character", max_lines=1, scale=1, elem_id="branch-typed",
+                               info="used when not empty")
+        with gr.Row():
+            go = gr.Button("Branch here", variant="primary", size="sm", elem_id="branch-here")
+            close = gr.Button("Close", size="sm")
+        status = gr.HTML(elem_id="branch-panel-status")
+        aligned = gr.HTML(elem_id="branch-panel-aligned")
+
+    def open_at(run, shown_text, evt: gr.SelectData):
+        run = run or site.opening
+        trace = site.trace(run)
+        if shown_text != trace.text:
+            gr.Info("The text is still being written: click a character once it is done.")
+            return (gr.skip(),) * 7
+        index = python_index(trace.text, evt.index[0])
+        if index < trace.prompt_len:
+            gr.Info("That character is part of the prompt: click one of the generated characters to branch there.")
+            return (gr.skip(),) * 7
+        offered = on_compute_thread(wf.alternatives)(trace, index)
+        where_html = on_compute_thread(wf.alternatives_html)(trace, index, offered)
+        cut = ", cut by the settings"
+        choices = [(f"{visible_char(a['char'])}  (p = {a['p']:.3f}{'' if a['sampled_p'] else cut})", a["char"])
+                   for a in offered if not a["written"]]
+        first_choice = choices[0][1] if choices else None
+        return (gr.update(visible=True), where_html, gr.update(choices=choices, value=first_choice), "", (run, index),
+                "", "")
+
+    def branch_here(picked, choice, typed):
+        if picked is None:
+            raise gr.Error("Click a generated character of the text first.", title=BRANCH_TITLE)
+        run, index = picked
+        model = site.model(run.model)
+        try:
+            char = branch_char(model, typed if typed else choice)
+        except pg.InputError as e:
+            raise gr.Error(str(e), title=BRANCH_TITLE) from None
+        forced = branch_forcing(model, run.prompt, run.settings, index - len(run.prompt), char)
+        comparison = Comparison(run, replace(run, forced=forced))
+        for _ in write_runs(site, model, [comparison.original, comparison.changed], BRANCH_TITLE):
+            yield gr.skip(), gr.skip()
+        status_html, aligned_html, _ = draw_comparison(site, comparison, figure=False, width=PANEL_WIDTH)
+        yield status_html, aligned_html
+
+    text.select(open_at, [recipe, text], [panel, where, choice, typed, picked, status, aligned],
+                api_visibility="private", show_progress="hidden")
+    go.click(branch_here, [picked, choice, typed], [status, aligned], api_visibility="private",
+             show_progress_on=[status, aligned])
+    close.click(lambda: gr.update(visible=False), None, panel, api_visibility="private")
+    return {"panel": panel, "choice": choice, "typed": typed, "go": go}
