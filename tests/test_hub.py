@@ -10,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from charrnn import CharRNN, DecodeSettings, ModelLoadError
+from charrnn import CharRNN, ModelLoadError
 from charrnn.loading import MAX_HEADER_BYTES, WEIGHTS_FILE
 
 from conftest import SHIPPED, make_tiny, run_cli, run_python

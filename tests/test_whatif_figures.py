@@ -5,14 +5,13 @@ import math
 from html.parser import HTMLParser
 
 import pytest
-import torch
 
 from charrnn import DecodeSettings
 from charrnn import whatif_figures as wf
 from charrnn.interventions import Intervention
 from charrnn.playground import InputError
 from charrnn.vocab import visible_char
-from charrnn.whatif import Pair, SettingsRun, intervene
+from charrnn.whatif import SettingsRun, intervene
 from charrnn.whatif_inputs import branch_char, check_intervention, forced_value, parse_unit_name
 
 
