@@ -101,10 +101,7 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
     """The page's inputs as DecodeSettings, or InputError naming what is wrong and what is allowed."""
     if not isinstance(prompt, str) or not prompt:
         raise InputError("The prompt is empty: type at least one character for the model to start from")
-    unknown = model.tokenizer.unknown(prompt)
-    if unknown:
-        raise InputError(str(UnknownCharactersError(unknown, model.vocab)).replace(
-            " (or drop unknown characters instead)", ": remove or replace them"))
+    check_known(model, prompt)
     return DecodeSettings(
         max_new_chars=whole_number(max_new_chars, "Number of characters", 1, MAX_NEW_CHARS),
         temperature=number(temperature, "Temperature", 0, MAX_TEMPERATURE),
@@ -112,6 +109,14 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
         top_p=number(top_p, "Top-p", 0, 1, low_open=True),
         seed=whole_number(seed, "Seed", 0, MAX_SEED),
     )
+
+
+def check_known(model, text: str) -> None:
+    """InputError naming the characters of `text` outside the model's vocabulary, and those allowed."""
+    unknown = model.tokenizer.unknown(text)
+    if unknown:
+        raise InputError(str(UnknownCharactersError(unknown, model.vocab)).replace(
+            " (or drop unknown characters instead)", ": remove or replace them"))
 
 
 @dataclass(frozen=True)

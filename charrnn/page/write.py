@@ -114,9 +114,10 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
             raise gr.Error(f"{e}. The previous model stays in use.", title="Cannot load the model") from None
         gr.Info(f"Loaded {key}")
         choices = layer_choices(model)
-        return (key, pg.describe_model(key, model), gr.update(choices=choices, value=0),
-                gr.update(choices=choices, value=0), gr.update(maximum=model.hidden_size - 1, value=0),
-                gr.update(maximum=model.hidden_size))
+        first = 0 if choices else None  # a bigram has no layers (its figures say so)
+        return (key, pg.describe_model(key, model), gr.update(choices=choices, value=first),
+                gr.update(choices=choices, value=first), gr.update(maximum=max(0, model.hidden_size - 1), value=0),
+                gr.update(maximum=max(16, model.hidden_size)))  # the slider needs a range above its minimum, 8
 
     def redraw_gates(run, view, layer, order, max_units):
         view = replace(view, layer=int(layer), order=order, max_units=int(max_units))
