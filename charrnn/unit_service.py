@@ -16,6 +16,8 @@ have at most FOUND_ROWS units and MATCHES matches; the preparations of at most K
 
 from __future__ import annotations
 
+import html
+import textwrap
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -29,7 +31,7 @@ from .matching import MATCH_CHARS, PAD, SelectionError, check_threshold, match, 
 from .memory_gain import memory_gain_steps, summarize
 from .model import CharRNN, ModelLoadError
 from .playground import InputError, check_known, number, whole_number
-from .registry import ROOT, ModelKey, ModelRegistry
+from .registry import ROOT, ModelKey, ModelRegistry, markdown_text
 from .units import MAX_FIND_CHARS, TOP_UNITS, find_units_steps
 
 MAX_GAIN_CHARS = 5_000
@@ -151,8 +153,7 @@ class Preparation:
         if self.stage == "unavailable":
             return f"no unit atlas: {self.problem}"
         if self.stage == "building the atlas":
-            return (f"its unit atlas is being built from its {self.total:,}-character reference text ({self.percent()} "
-                    "done; a few minutes in all)")
+            return f"its unit atlas is being built from its {self.total:,}-character reference text ({self.percent()})"
         return "its unit atlas is being loaded"
 
     def index_status(self) -> str:
@@ -161,14 +162,16 @@ class Preparation:
         if self.index_problem or self.stage == "unavailable":
             return f"no matches can be searched: {self.index_problem or 'there is no reference text'}"
         if self.stage == "building the match index":
-            return f"the index matches are searched in is being built ({self.percent()} done)"
-        return "the index matches are searched in will be built once the atlas is ready"
+            return f"the index of the reference text for matches is being built ({self.percent()})"
+        return "the index of the reference text for matches is built after the atlas"
 
     def status(self) -> str:
-        """One line of Markdown: what is ready for this model and what is being prepared."""
+        """One line of Markdown (names and messages shown as written): what is ready for this model and what is being
+        prepared."""
         if not isinstance(self.model, CharRNN):
-            return self.problem
-        return f"**{self.name}**: {self.atlas_status()}; {self.index_status()}."
+            return markdown_text(self.problem)
+        return (f"{'' if self.settled else '⏳ '}**{markdown_text(self.name)}**: {markdown_text(self.atlas_status())}; "
+                f"{markdown_text(self.index_status())}.")
 
     @property
     def settled(self) -> bool:
@@ -311,8 +314,9 @@ class UnitService:
         if prepared.figures is not None:
             return {"status": prepared.status(), **prepared.figures}
         message = prepared.why_no_atlas()
-        return {"status": prepared.status(), "claims": f"<p>{message}</p>",
-                "gates": figures.message_figure(message), "timescales": figures.message_figure(message)}
+        drawn = "<br>".join(textwrap.wrap(html.escape(message), 100))  # a figure's annotation does not wrap
+        return {"status": prepared.status(), "claims": f"<p>{html.escape(message)}</p>",
+                "gates": figures.message_figure(drawn), "timescales": figures.message_figure(drawn)}
 
 
 def display_name(key: ModelKey) -> str:

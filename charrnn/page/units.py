@@ -18,7 +18,7 @@ from ..activations import KIND_NAMES, KINDS
 from ..matching import MAX_SPAN, THRESHOLD
 from ..memory_gain import memory_gain_html
 from ..signals import BUILTIN, MAX_PATTERN_CHARS
-from ..unit_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, capitalised
+from ..unit_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable, capitalised
 from ..units import format_timescale
 from .site import Site
 
@@ -41,6 +41,8 @@ def as_page_error(title: str):
         def run(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
+            except UnitsUnavailable as e:  # it begins with the model's name
+                raise gr.Error(str(e), title=title) from None
             except ValueError as e:
                 raise gr.Error(capitalised(str(e)), title=title) from None
         return run

@@ -113,11 +113,12 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         except (pg.InputError, ModelLoadError) as e:
             raise gr.Error(f"{e}. The previous model stays in use.", title="Cannot load the model") from None
         gr.Info(f"Loaded {key}")
+        if not model.num_layers:  # a bigram: no layers or units to choose (its figures say so); the controls stay
+            return key, pg.describe_model(key, model), *[gr.skip()] * 4
         choices = layer_choices(model)
-        first = 0 if choices else None  # a bigram has no layers (its figures say so)
-        return (key, pg.describe_model(key, model), gr.update(choices=choices, value=first),
-                gr.update(choices=choices, value=first), gr.update(maximum=max(0, model.hidden_size - 1), value=0),
-                gr.update(maximum=max(16, model.hidden_size)))  # the slider needs a range above its minimum, 8
+        return (key, pg.describe_model(key, model), gr.update(choices=choices, value=0),
+                gr.update(choices=choices, value=0), gr.update(maximum=model.hidden_size - 1, value=0),
+                gr.update(maximum=model.hidden_size))
 
     def redraw_gates(run, view, layer, order, max_units):
         view = replace(view, layer=int(layer), order=order, max_units=int(max_units))
