@@ -82,10 +82,13 @@ class Preparation:
         self.problem, self.index_problem = problem, None
         self.stage, self.done, self.total = "waiting", 0, 0
         self.changed = threading.Condition()
-        if problem is None:
-            threading.Thread(target=self.run, name=f"charrnn-units-{name}", daemon=True).start()
-        else:
+        if problem is not None:
             self.set_stage("unavailable")
+
+    def start(self) -> None:
+        """Prepare on a thread of its own (nothing to do when there cannot be an atlas)."""
+        if self.problem is None:
+            threading.Thread(target=self.run, name=f"charrnn-units-{self.name}", daemon=True).start()
 
     def set_stage(self, stage: str, done: int = 0, total: int = 0) -> None:
         with self.changed:
@@ -170,7 +173,8 @@ class Preparation:
         prepared."""
         if not isinstance(self.model, CharRNN):
             return markdown_text(self.problem)
-        return (f"{'' if self.settled else '⏳ '}**{markdown_text(self.name)}**: {markdown_text(self.atlas_status())}; "
+        waiting = "" if self.settled else "⏳ "
+        return (f"{waiting}**{markdown_text(self.name)}**: {markdown_text(self.atlas_status())}; "
                 f"{markdown_text(self.index_status())}.")
 
     @property
@@ -203,12 +207,14 @@ class UnitService:
                 return self.preparations[key]
         model = self.models.get(key)
         prepared = self.prepare(key, model)
-        with self.lock:
-            prepared = self.preparations.setdefault(key, prepared)
+        with self.lock:  # visitors asking at once share the first one made
+            kept = self.preparations.setdefault(key, prepared)
             self.preparations.move_to_end(key)
             while len(self.preparations) > KEPT:
                 self.preparations.popitem(last=False)
-        return prepared
+        if kept is prepared:
+            prepared.start()
+        return kept
 
     def prepare(self, key: ModelKey, model) -> Preparation:
         name = display_name(key)

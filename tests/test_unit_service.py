@@ -2,6 +2,7 @@
 background (in pieces), equal to the library's; what the tab says for a folder with no reference text and for the
 bigram."""
 
+import threading
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from charrnn.registry import ModelKey, ModelRegistry
 from charrnn.unit_service import Preparation, UnitService, UnitsUnavailable, display_name
 
 from conftest import ROOT, SHIPPED, make_tiny
+from threads import in_threads
 
 TEXT = (SHIPPED / REFERENCE_FILE).read_text(encoding="utf-8")[:3000]
 
@@ -34,8 +36,10 @@ def test_a_folder_without_an_atlas_gets_one_built_in_the_background(service, tmp
     model.save_pretrained(tmp_path / "tiny")
     (tmp_path / "tiny" / REFERENCE_FILE).write_text(TEXT, encoding="utf-8")
     key = ModelKey(str(tmp_path / "tiny"))
-    prepared = service.preparation(key)
-    assert service.preparation(key) is prepared  # one preparation per model
+    asked = in_threads(service.preparation, [key] * 4)  # visitors asking at once
+    prepared = asked[0]
+    assert all(p is prepared for p in asked) and service.preparation(key) is prepared  # one per model
+    assert [t.name for t in threading.enumerate()].count(f"charrnn-units-{display_name(key)}") <= 1
     stages = set()
     while not prepared.settled:
         stages.add(prepared.stage)

@@ -106,7 +106,7 @@ def matches_view(result: dict | None):
 
 def gain_view(result: dict | None) -> str:
     if not result:
-        return "<p>Press Compare.</p>"
+        return "<p>Press Compare with the bigram.</p>"
     return memory_gain_html(result["text"], result["rows"])
 
 
@@ -115,6 +115,14 @@ def unit_choice(row: list) -> tuple[int, str, int]:
     if len(row) == len(FOUND_HEADERS):
         return int(row[0]), str(row[1]), int(row[2])
     return int(row[0]), "hidden", int(row[1])
+
+
+def opening(analysis, *args):
+    """An analysis for what the tab opens with, or None where this model cannot have it (the tab says why)."""
+    try:
+        return analysis(*args)
+    except ValueError:
+        return None
 
 
 def units_tab(site: Site, model_key: gr.State) -> dict:
@@ -130,11 +138,11 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
     reference = prepared.text[prepared.text.find("\n\n") + 2 :] if prepared.text else None  # from a speech's start
     opening_text = reference[:OPENING_CHARS] if reference else site.opening_trace.text
     gain_text = reference[GAIN_OPENING] if reference else site.opening_trace.text
-    opening_found = service.find(key, opening_text, FIRST_SIGNAL) if gru else None
+    # What the tab opens with: the finder's answer for its text, the profile of the best unit, the memory gain.
+    opening_found = opening(service.find, key, opening_text, FIRST_SIGNAL) if gru else None
     first = opening_found["units"][0] if opening_found else None
-    opening_profile = (service.profile(key, first["layer"], first["kind"], first["unit"])
-                       if first and prepared.atlas is not None else None)
-    opening_gain = service.memory_gain(key, gain_text) if gru else None
+    opening_profile = opening(service.profile, key, first["layer"], first["kind"], first["unit"]) if first else None
+    opening_gain = opening(service.memory_gain, key, gain_text) if gru else None
     overview = service.overview(key)
 
     gr.Markdown(
@@ -164,8 +172,8 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
     found_json = gr.JSON(opening_found, visible=False, label="find_units")
     opening_rows, opening_figure = found_view(opening_found)
     with gr.Row():
-        found_table = gr.Dataframe(opening_rows, headers=FOUND_HEADERS, type="array", interactive=False, max_height=620,
-                                   label=f"The {FOUND_ROWS} units that follow it best (click one)",
+        found_table = gr.Dataframe(opening_rows, headers=FOUND_HEADERS, type="array", interactive=False,
+                                   max_height=620, label=f"The {FOUND_ROWS} units that follow it best (click one)",
                                    elem_id="found-units", scale=2)
         found_plot = gr.Plot(opening_figure, label="Pearson r", elem_id="found-units-plot", scale=3)
 
@@ -260,9 +268,15 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
         chosen = int(named[1]), named[2].lower(), int(named[3])
         return (*chosen, unit_profile(*chosen, key))
 
-    def selected_span(evt: gr.SelectData):
+    def select_span(text, threshold, key, evt: gr.SelectData):
+        """A span selected in the text: its units and their matches. Selecting all of the text (to replace it) or
+        a span too long to match is left alone."""
         start, end = evt.index
-        return start, end
+        if end - start > MAX_SPAN or end <= start:
+            if 0 < end - start < len(text):
+                gr.Info(f"Select at most {MAX_SPAN} characters to match them.")
+            return gr.skip(), gr.skip(), gr.skip()
+        return start, end, select_and_match(text, start, end, threshold, key)
 
     def refresh(key, shown):
         """The model's own parts of the tab, when the visitor's model or what is prepared for it changed."""
@@ -305,9 +319,8 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
     matched = [selection_summary, selected_table, matches]
     match_button.click(select_and_match, [text, start, end, threshold, model_key], match_json,
                        api_name="select_and_match").success(matches_view, match_json, matched, **private)
-    text.select(selected_span, None, [start, end], **private
-                ).success(select_and_match, [text, start, end, threshold, model_key], match_json, **private
-                          ).success(matches_view, match_json, matched, **private)
+    text.select(select_span, [text, threshold, model_key], [start, end, match_json], **private
+                ).success(matches_view, match_json, matched, **private)
 
     compare.click(memory_gain, [gain_text_box, model_key], gain_json, api_name="memory_gain"
                   ).success(gain_view, gain_json, gain_html, **private)
