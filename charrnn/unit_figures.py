@@ -118,13 +118,13 @@ def matches_html(result: dict) -> str:
     for row in result["matches"]:
         chars = row["before"] + row["match"] + row["after"]
         first = row["offset"] - len(row["before"])
-        spans = []
-        for i, (c, f) in enumerate(zip(chars, row["on_fraction"])):
-            inside = len(row["before"]) <= i < len(row["before"]) + len(row["match"])
-            spans.append(char_span(c, f"rgba(228,87,86,{0.7 * f:.2f})",  # light enough to read the outlined match
-                                   f"offset {first + i}: {f:.0%} of the units on", inside))
+        spans = [char_span(c, f"rgba(228,87,86,{0.7 * f:.2f})", f"offset {first + i}: {f:.0%} of the units on")
+                 for i, (c, f) in enumerate(zip(chars, row["on_fraction"]))]
+        starts, ends = len(row["before"]), len(row["before"]) + len(row["match"])
+        # One outline around the whole match: one per character would run together into a black bar.
+        marked = f'<span style="outline:2px solid #222;font-weight:700">{"".join(spans[starts:ends])}</span>'
         parts.append(f'<div style="{MONO}"><span style="color:#666;display:inline-block;width:5.5em">'
-                     f'{row["score"]:.2f}</span>{"".join(spans)}</div>')
+                     f'{row["score"]:.2f}</span>{"".join(spans[:starts])}{marked}{"".join(spans[ends:])}</div>')
     return "".join(parts)
 
 

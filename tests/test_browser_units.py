@@ -88,7 +88,7 @@ def test_find_units_then_open_a_found_unit_select_a_span_and_see_its_matches(pag
     matched = page.locator("#unit-matches div[style*='monospace']")
     assert matched.count() == 10
     outlined = [re.sub(r"\s", "", m) for m in page.locator("#unit-matches span[style*='outline']").all_inner_texts()]
-    assert sum(c.isupper() for c in outlined) > len(outlined) / 2  # mostly capitals: other speakers' names
+    assert len(outlined) == 10 and sum(m.isupper() for m in outlined) > 5  # mostly other speakers' names
 
     # A unit of the selection opens like a found one.
     layer, unit = (cell(page, "selected-units", 0, col).inner_text().strip() for col in (0, 1))
