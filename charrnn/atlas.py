@@ -27,6 +27,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generator
 
 import numpy as np
 import safetensors
@@ -35,6 +36,7 @@ import torch
 
 from . import activations, signals
 from .activations import KIND_RANGES, KINDS
+from .compute import run_steps
 from .units import Correlation, Moments, timescales
 
 ATLAS_FILE = "atlas.safetensors"
@@ -199,34 +201,53 @@ def build_atlas(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, m
     recorded. `progress(done, total)` is called after each piece. Runs torch on one thread (see
     activations.one_thread)."""
     with activations.one_thread():
-        return _build_atlas(model, text, chunk_size, model_file, progress)
+        return run_steps(atlas_steps(model, text, chunk_size=chunk_size, model_file=model_file, progress=progress))
 
 
-def _build_atlas(model, text, chunk_size, model_file, progress) -> Atlas:
+def atlas_steps(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, model_file: str | Path | None = None,
+                progress=None) -> Generator[None, None, Atlas]:
+    """build_atlas as steps (charrnn.compute): the text is checked and the built-in signals computed now (no torch
+    work); the generator returned reads one piece of about `chunk_size` characters per step (torch on one thread
+    within each step) and returns the Atlas."""
     began = time.perf_counter()
     tokens = activations.encode(model, text, MAX_REFERENCE_CHARS)
-    layers, hidden = model.num_layers, model.hidden_size
-    shape = (len(KINDS), layers, hidden)
-    units = math.prod(shape)
-    chunk_size = -(-chunk_size // BLOCK) * BLOCK  # pieces start on block boundaries
     found = signals.varying(text)
-    correlation = Correlation(np.stack(list(found.values()))) if found else None
-    moments = correlation.moments if found else Moments()
-    top, bottom = Extremes(units, 1), Extremes(units, -1)
-    histograms = Histograms(layers, hidden)
-    gate_means = []
-    pieces = activations.chunks(model, text, chunk_size=chunk_size)
-    for piece, values, padded in with_neighbours(pieces):
-        if correlation is not None:
-            correlation.add_columns(values, piece.start)  # also gathers the moments
-        else:
-            moments.add(values)
-        histograms.add(values)
-        top.add(piece.start, values, padded)
-        bottom.add(piece.start, values, padded)
-        gate_means.append(torch.stack([piece.reset.mean(-1), piece.update.mean(-1)]))
-        if progress is not None:
-            progress(piece.start + len(piece), len(tokens))
+    chunk_size = -(-chunk_size // BLOCK) * BLOCK  # pieces start on block boundaries
+
+    def steps():
+        with activations.one_thread():
+            layers, hidden = model.num_layers, model.hidden_size
+            shape = (len(KINDS), layers, hidden)
+            units = math.prod(shape)
+            correlation = Correlation(np.stack(list(found.values()))) if found else None
+            moments = correlation.moments if found else Moments()
+            top, bottom = Extremes(units, 1), Extremes(units, -1)
+            histograms = Histograms(layers, hidden)
+        gate_means = []
+        pieces = activations.chunks(model, text, chunk_size=chunk_size)
+        for piece, values, padded in with_neighbours(pieces):
+            with activations.one_thread():
+                if correlation is not None:
+                    correlation.add_columns(values, piece.start)  # also gathers the moments
+                else:
+                    moments.add(values)
+                histograms.add(values)
+                top.add(piece.start, values, padded)
+                bottom.add(piece.start, values, padded)
+                gate_means.append(torch.stack([piece.reset.mean(-1), piece.update.mean(-1)]))
+            if progress is not None:
+                progress(piece.start + len(piece), len(tokens))
+            yield
+        with activations.one_thread():
+            return finished_atlas(model, text, shape, found, correlation, moments, histograms, top, bottom,
+                                  gate_means, model_file, began)
+
+    return steps()
+
+
+def finished_atlas(model, text, shape, found, correlation, moments, histograms, top, bottom, gate_means, model_file,
+                   began) -> Atlas:
+    layers, hidden = shape[1:]
     top_offsets, top_values, top_windows = top.result(shape)
     bottom_offsets, bottom_values, bottom_windows = bottom.result(shape)
     meta = {

@@ -9,6 +9,11 @@ this one thread.
 The thread runs two kinds of work: tasks (a function call whose result someone waits for, e.g. building a
 figure) and background work (the decode server's steps, which go on while it has rows). It alternates them,
 one task then one round of background work, so neither starves the other.
+
+A long job (a pass over a long text, an atlas) would hold the thread, and every visitor's writing with it, for
+its whole duration. Such jobs are written as generators that do one piece of the work per step (yielding in
+between) and return their result; run_in_pieces runs each step as a task of its own and, while the decode
+server is writing, rests after each piece so that long jobs take at most a quarter of the thread.
 """
 
 from __future__ import annotations
@@ -17,8 +22,12 @@ import functools
 import os
 import queue
 import threading
+import time
 from concurrent.futures import Future
-from typing import Callable
+from typing import Callable, Generator, TypeVar
+
+T = TypeVar("T")
+PIECES_SHARE = 0.25  # of the thread's time, for long jobs while background work (someone's writing) goes on
 
 _local = threading.local()
 
@@ -27,6 +36,7 @@ class ComputeThread:
     def __init__(self):
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.background: list[Callable[[], bool]] = []
+        self.background_busy = False  # whether the last round of background work had more to do
         self.thread = threading.Thread(target=self.run, name="charrnn-compute", daemon=True)
         self.thread.start()
 
@@ -67,6 +77,7 @@ class ComputeThread:
             busy = False
             for work in self.background:
                 busy = work() or busy
+            self.background_busy = busy
 
 
 _thread: ComputeThread | None = None
@@ -103,3 +114,43 @@ def on_compute_thread(fn):
         return compute_thread().submit(fn, *args, **kwargs).result()
 
     return run
+
+
+def run_steps(steps: Generator[object, None, T]) -> T:
+    """Run a job written as steps (a generator that yields between pieces of work and returns its result) to the
+    end, here."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+_one_job_at_a_time = threading.Lock()
+
+
+def run_in_pieces(steps: Generator[object, None, T]) -> T:
+    """Run a long job written as steps on the compute thread, each step a task of its own, so the decode server
+    steps and other tasks run between the pieces. While the server is writing, each piece of t seconds is followed
+    by a rest of t * (1 - PIECES_SHARE) / PIECES_SHARE here, and long jobs take turns piece by piece, so all of
+    them together take at most PIECES_SHARE of the thread; when nobody is writing they run at full speed.
+    Returns the job's result (or raises its error). On the compute thread itself it simply runs the steps."""
+    if is_compute_thread():
+        return run_steps(steps)
+    thread = compute_thread()
+
+    def piece():
+        began = time.perf_counter()
+        try:
+            next(steps)
+        except StopIteration as done:
+            return True, done.value, 0.0
+        return False, None, time.perf_counter() - began
+
+    while True:
+        with _one_job_at_a_time:
+            finished, value, seconds = thread.submit(piece).result()
+            if not finished and thread.background_busy:
+                time.sleep(seconds * (1 - PIECES_SHARE) / PIECES_SHARE)
+        if finished:
+            return value

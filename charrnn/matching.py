@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import weakref
 from dataclasses import dataclass
+from typing import Generator
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch
 from . import activations
 from .activations import Activations
 from .atlas import MARK_CLOSE, MARK_OPEN
+from .compute import run_steps
 from .units import MAX_FIND_CHARS, TOP_UNITS
 
 MATCH_CHARS = 20_000
@@ -52,12 +54,27 @@ class MatchIndex:
         return self.codes.numel() * self.codes.element_size()
 
 
-def build_match_index(model, reference_text: str, chars: int = MATCH_CHARS) -> MatchIndex:
+def build_match_index(model, reference_text: str, chars: int = MATCH_CHARS, *,
+                      chunk_size: int = activations.CHUNK_SIZE) -> MatchIndex:
     """Read the first `chars` characters of the reference text (hidden states only: 20,000 characters take about
     15 s on the shared 2-core machines for the shipped model) and keep their states as int8 codes."""
+    return run_steps(match_index_steps(model, reference_text, chars, chunk_size=chunk_size))
+
+
+def match_index_steps(model, reference_text: str, chars: int = MATCH_CHARS, *,
+                      chunk_size: int = activations.CHUNK_SIZE) -> Generator[None, None, MatchIndex]:
+    """build_match_index as steps (charrnn.compute): one piece of `chunk_size` characters per step."""
     text = reference_text[:chars]
-    codes = [torch.round(piece.hidden * 127).to(torch.int8) for piece in activations.chunks(model, text, gates=False)]
-    return MatchIndex(text, torch.cat(codes, dim=1))
+    activations.encode(model, text)
+
+    def steps():
+        codes = []
+        for piece in activations.chunks(model, text, gates=False, chunk_size=chunk_size):
+            codes.append(torch.round(piece.hidden * 127).to(torch.int8))
+            yield
+        return MatchIndex(text, torch.cat(codes, dim=1))
+
+    return steps()
 
 
 _indexes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -80,12 +97,23 @@ def check_threshold(threshold: float) -> None:
 
 def select_units(model, text: str, start: int, end: int, *, threshold: float = THRESHOLD, pad: int = PAD,
                  top: int = TOP_UNITS, values: Activations | None = None,
-                 max_chars: int | None = MAX_FIND_CHARS) -> dict:
+                 max_chars: int | None = MAX_FIND_CHARS, chunk_size: int = activations.CHUNK_SIZE) -> dict:
     """The hidden units on (> threshold) over text[start:end] and off (<= threshold) over the `pad` characters
-    around it, best margin first (see the module's docstring). `values`: the text's activations when the caller
-    has them (e.g. Activations.of_trace(trace)). Returns {"start", "end", "selected_text", "threshold", "pad",
-    "selected" (how many units), "units": [{"layer", "unit", "min_inside", "max_around", "score"}, ...] (at most
-    `top`, layers from 1)}."""
+    around it, best margin first (see the module's docstring). `values`: activations the caller has of a part of the
+    text, text[values.start : values.start + len(values)], that covers the span and the characters around it (e.g.
+    Activations.of_trace(trace)); otherwise text[:end + pad] is read, from the zero state. Returns {"start", "end",
+    "selected_text", "threshold", "pad", "selected" (how many units), "units": [{"layer", "unit", "min_inside",
+    "max_around", "score"}, ...] (at most `top`, layers from 1)}."""
+    return run_steps(select_units_steps(model, text, start, end, threshold=threshold, pad=pad, top=top,
+                                        values=values, max_chars=max_chars, chunk_size=chunk_size))
+
+
+def select_units_steps(model, text: str, start: int, end: int, *, threshold: float = THRESHOLD, pad: int = PAD,
+                       top: int = TOP_UNITS, values: Activations | None = None, max_chars: int | None = MAX_FIND_CHARS,
+                       chunk_size: int = activations.CHUNK_SIZE) -> Generator[None, None, dict]:
+    """select_units as steps (charrnn.compute): the selection is checked now (a bad one raises here); the generator
+    returned reads text[:end + pad] one piece per step, keeping only the states around the span, and returns
+    select_units' result."""
     check_threshold(threshold)
     if not isinstance(pad, int) or pad < 0:
         raise SelectionError(f"pad must be a whole number >= 0, not {pad!r}")
@@ -95,13 +123,32 @@ def select_units(model, text: str, start: int, end: int, *, threshold: float = T
                              "characters")
     if end - start > MAX_SPAN:
         raise SelectionError(f"the selection has {end - start} characters; select at most {MAX_SPAN}")
-    if values is None:
-        values = activations.read(model, text, gates=False, max_chars=max_chars)
-    elif len(values) != len(text):
-        raise SelectionError(f"the activations given cover {len(values)} characters, the text has {len(text)}")
-    hidden = values.hidden.double()
-    inside = hidden[:, start:end].amin(dim=1)  # [layers, H]
-    around = torch.cat([hidden[:, max(0, start - pad) : start], hidden[:, end : end + pad]], dim=1)
+    first, last = max(0, start - pad), min(len(text), end + pad)  # the span and the characters around it
+    if values is not None and not values.start <= first < last <= values.start + len(values):
+        raise SelectionError(f"the activations given cover [{values.start}, {values.start + len(values)}), not the "
+                             f"selection and the characters around it, [{first}, {last})")
+
+    def steps():
+        if values is not None:
+            hidden = values.hidden[:, first - values.start : last - values.start]
+        else:
+            kept = []
+            for piece in activations.chunks(model, text[:last], gates=False, chunk_size=chunk_size):
+                if piece.start + len(piece) > first:
+                    kept.append(piece.hidden[:, max(0, first - piece.start) :])
+                yield
+            hidden = torch.cat(kept, dim=1)
+        return selection(hidden, text, start, end, first, threshold, pad, top)
+
+    return steps()
+
+
+def selection(hidden: torch.Tensor, text: str, start: int, end: int, first: int, threshold: float, pad: int,
+              top: int) -> dict:
+    """select_units' result from the hidden states [layers, last - first, H] at offsets first .. last - 1."""
+    hidden = hidden.double()
+    inside = hidden[:, start - first : end - first].amin(dim=1)  # [layers, H]
+    around = torch.cat([hidden[:, : start - first], hidden[:, end - first :]], dim=1)
     if around.shape[1]:
         max_around = around.amax(dim=1)
         score = torch.minimum(inside - threshold, threshold - max_around)

@@ -3,8 +3,12 @@ character, one character at a time, as the surprisal (-log p, nats) of each char
 
 from __future__ import annotations
 
+from typing import Generator
+
 import torch
 
+from .activations import CHUNK_SIZE, one_thread
+from .compute import run_steps
 from .figures import text_html
 from .vocab import show_char, visible_char
 
@@ -30,29 +34,48 @@ def vocab_difference(gru: str, bigram: str) -> str:
     return "; ".join(said) or "the same characters in another order, so other token ids"
 
 
-def memory_gain(gru_model, bigram_model, text: str) -> list[dict]:
+def memory_gain(gru_model, bigram_model, text: str, *, max_chars: int = MAX_CHARS,
+                chunk_size: int = CHUNK_SIZE) -> list[dict]:
     """One row per predicted character text[i] (i >= 1): {"char": text[i], "gru": its surprisal under the GRU
     having read text[:i] from the zero state, "bigram": its surprisal under the bigram given text[i-1] alone}.
 
-    Both models must share the vocabulary (so the same token ids). The GRU reads the whole text in one pass."""
+    Both models must share the vocabulary (so the same token ids). The GRU reads the text in one pass from the zero
+    state, in pieces of `chunk_size` characters that carry its state. At most `max_chars` characters."""
+    return run_steps(memory_gain_steps(gru_model, bigram_model, text, max_chars=max_chars, chunk_size=chunk_size))
+
+
+def memory_gain_steps(gru_model, bigram_model, text: str, *, max_chars: int = MAX_CHARS,
+                      chunk_size: int = CHUNK_SIZE) -> Generator[None, None, list[dict]]:
+    """memory_gain as steps (charrnn.compute): the models and the text are checked now (a bad input raises here);
+    the generator returned has the GRU read one piece per step and returns memory_gain's rows."""
     if gru_model.vocab != bigram_model.vocab:
         difference = vocab_difference(gru_model.vocab, bigram_model.vocab)
         raise MemoryGainError(f"the two models have different vocabularies ({difference}): compare models trained "
                               "on the same text, which share their characters and token ids")
     if not isinstance(text, str) or len(text) < 2:
         raise MemoryGainError("the text needs at least two characters: the first is read, the others predicted")
-    if len(text) > MAX_CHARS:
-        raise MemoryGainError(f"the text has {len(text):,} characters; at most {MAX_CHARS:,} are compared at once: "
+    if len(text) > max_chars:
+        raise MemoryGainError(f"the text has {len(text):,} characters; at most {max_chars:,} are compared at once: "
                               "give a shorter text")
     for model in (gru_model, bigram_model):
         if model.training:
             raise RuntimeError(f"the {type(model).__name__} is in training mode (dropout on): call model.eval() first")
     ids = gru_model.tokenizer.encode_tensor(text)  # unknown characters: UnknownCharactersError, a ValueError
-    with torch.inference_mode():
-        gru_logits, _ = gru_model(ids[None].to(gru_model.device))
-        gru = surprisals(gru_logits[0, :-1].cpu(), ids[1:])
-        bigram = surprisals(bigram_model.next_logits(ids[:-1].to(bigram_model.device)).cpu(), ids[1:])
-    return [{"char": c, "gru": g, "bigram": b} for c, g, b in zip(text[1:], gru, bigram)]
+
+    def steps():
+        gru, state = [], None
+        for start in range(0, len(ids) - 1, chunk_size):  # the last character is predicted, never read
+            read = ids[start : min(start + chunk_size, len(ids) - 1)]
+            # No torch mode or thread setting is held across the yield: other work runs in between.
+            with torch.inference_mode(), one_thread():
+                logits, state = gru_model(read[None].to(gru_model.device), state)
+                gru += surprisals(logits[0].cpu(), ids[start + 1 : start + 1 + len(read)])
+            yield
+        with torch.inference_mode():
+            bigram = surprisals(bigram_model.next_logits(ids[:-1].to(bigram_model.device)).cpu(), ids[1:])
+        return [{"char": c, "gru": g, "bigram": b} for c, g, b in zip(text[1:], gru, bigram)]
+
+    return steps()
 
 
 def summarize(rows: list[dict]) -> dict:

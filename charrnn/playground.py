@@ -105,10 +105,7 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InputError(f"The prompt is {len(prompt):,} characters long; the page takes at most "
                          f"{MAX_PROMPT_CHARS:,} (the library has no limit)")
-    unknown = model.tokenizer.unknown(prompt)
-    if unknown:
-        raise InputError(str(UnknownCharactersError(unknown, model.vocab)).replace(
-            " (or drop unknown characters instead)", ": remove or replace them"))
+    check_known(model, prompt)
     return DecodeSettings(
         max_new_chars=whole_number(max_new_chars, "Number of characters", 1, MAX_NEW_CHARS),
         temperature=number(temperature, "Temperature", 0, MAX_TEMPERATURE),
@@ -116,6 +113,14 @@ def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_
         top_p=number(top_p, "Top-p", 0, 1, low_open=True),
         seed=whole_number(seed, "Seed", 0, MAX_SEED),
     )
+
+
+def check_known(model, text: str) -> None:
+    """InputError naming the characters of `text` outside the model's vocabulary, and those allowed."""
+    unknown = model.tokenizer.unknown(text)
+    if unknown:
+        raise InputError(str(UnknownCharactersError(unknown, model.vocab)).replace(
+            " (or drop unknown characters instead)", ": remove or replace them"))
 
 
 @dataclass(frozen=True)

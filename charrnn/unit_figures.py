@@ -89,7 +89,7 @@ def pushes_figure(profile: dict) -> go.Figure:
     figure.update_layout(template=TEMPLATE, height=120 + 18 * len(rows),
                          title=dict(text=f"{unit_name(profile)}: characters it pushes up and down (logit per unit "
                                          "of h_t)", x=0.01),
-                         yaxis=dict(type="category", autorange="reversed", tickfont=dict(size=14)),
+                         yaxis=dict(type="category", autorange="reversed", tickfont=dict(size=14), dtick=1),
                          xaxis=dict(title="output weight", zeroline=True))
     return figure
 
@@ -104,7 +104,8 @@ def found_units_figure(result: dict) -> go.Figure:
     figure.update_layout(template=TEMPLATE, height=120 + 20 * len(rows),
                          title=dict(text=f"Units following {html.escape(result['signal'])} over {result['chars']:,} "
                                          "characters (Pearson r)", x=0.01),
-                         xaxis=dict(range=[-1, 1], title="r"), yaxis=dict(type="category", autorange="reversed"))
+                         xaxis=dict(range=[-1, 1], title="r"),
+                         yaxis=dict(type="category", autorange="reversed", automargin=True, dtick=1))
     return figure
 
 
@@ -117,13 +118,13 @@ def matches_html(result: dict) -> str:
     for row in result["matches"]:
         chars = row["before"] + row["match"] + row["after"]
         first = row["offset"] - len(row["before"])
-        spans = []
-        for i, (c, f) in enumerate(zip(chars, row["on_fraction"])):
-            inside = len(row["before"]) <= i < len(row["before"]) + len(row["match"])
-            spans.append(char_span(c, f"rgba(228,87,86,{f:.2f})",
-                                   f"offset {first + i}: {f:.0%} of the units on", inside))
+        spans = [char_span(c, f"rgba(228,87,86,{0.7 * f:.2f})", f"offset {first + i}: {f:.0%} of the units on")
+                 for i, (c, f) in enumerate(zip(chars, row["on_fraction"]))]
+        starts, ends = len(row["before"]), len(row["before"]) + len(row["match"])
+        # One outline around the whole match: one per character would run together into a black bar.
+        marked = f'<span style="outline:2px solid #222;font-weight:700">{"".join(spans[starts:ends])}</span>'
         parts.append(f'<div style="{MONO}"><span style="color:#666;display:inline-block;width:5.5em">'
-                     f'{row["score"]:.2f}</span>{"".join(spans)}</div>')
+                     f'{row["score"]:.2f}</span>{"".join(spans[:starts])}{marked}{"".join(spans[ends:])}</div>')
     return "".join(parts)
 
 
@@ -141,7 +142,7 @@ def timescale_figure(timescale) -> go.Figure:
             hovertemplate="log10 τ %{x}: %{y} units<extra></extra>"))
     ticks = [t for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000) if t <= 10 ** (logs.max() + 0.1)]
     figure.update_layout(
-        template=TEMPLATE, height=360, barmode="overlay", legend=dict(orientation="h", y=-0.25),
+        template=TEMPLATE, height=380, barmode="overlay", legend=dict(orientation="h", y=-0.32),
         title=dict(text="Memory timescale of every unit, τ = 1 / (1 − mean z_t): steps a value survives", x=0.01),
         xaxis=dict(title="τ (steps, log scale)", tickvals=np.log10(ticks).tolist(), ticktext=[f"{t:g}" for t in ticks]),
         yaxis=dict(title="units"))
@@ -157,7 +158,7 @@ def gate_context_figure(result: dict) -> go.Figure:
               for c in claims]
     figure = make_subplots(rows=len(claims), cols=1, subplot_titles=titles, vertical_spacing=0.45 / len(claims))
     for i, claim in enumerate(claims, start=1):
-        for name, color in ((claim["context"], UP), (claim["baseline"], DOWN)):
+        for name, color, role in ((claim["context"], UP, "context"), (claim["baseline"], DOWN, "baseline")):
             stats = contexts[name][claim["gate"]]
             layers = [f"layer {k + 1}" for k, s in enumerate(stats) if s["quantiles"]]
             q = np.array([s["quantiles"] for s in stats if s["quantiles"]])
@@ -167,11 +168,13 @@ def gate_context_figure(result: dict) -> go.Figure:
                 x=layers, lowerfence=q[:, 0].tolist(), q1=q[:, 1].tolist(), median=q[:, 2].tolist(),
                 q3=q[:, 3].tolist(), upperfence=q[:, 4].tolist(),
                 mean=[s["mean"] for s in stats if s["quantiles"]], name=name, marker_color=color,
-                legendgroup=name, showlegend=True, hoverinfo="y"), row=i, col=1)
+                offsetgroup=role, showlegend=False, hoverinfo="y+name"), row=i, col=1)
         figure.update_yaxes(title_text=f"mean {claim['gate']}", row=i, col=1)
     figure.update_layout(template=TEMPLATE, height=230 * len(claims) + 80, boxmode="group",
-                         title=dict(text="Gates by context: each layer's mean gate over its units (5-95 %)", x=0.01),
-                         legend=dict(orientation="h", y=-0.05), margin=dict(t=90))
+                         title=dict(text="Gates by context: each layer's mean gate over its units (5-95 %), "
+                                         f"<span style='color:{UP}'>in the context</span> and "
+                                         f"<span style='color:{DOWN}'>in its baseline</span>", x=0.01),
+                         margin=dict(t=90))
     figure.update_annotations(font_size=12)
     return figure
 

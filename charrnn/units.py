@@ -9,11 +9,14 @@ next to each other (for readable heatmaps), their row labels, and the memory tim
 
 from __future__ import annotations
 
+from typing import Generator
+
 import numpy as np
 import torch
 
 from . import activations, signals
 from .activations import KINDS, Activations
+from .compute import run_steps
 
 MAX_FIND_CHARS = 10_000  # the page's limit: a pass over 10,000 characters takes about 5 s on the 2-core machines
 TOP_UNITS = 20
@@ -93,14 +96,6 @@ class Correlation:
         return r.reshape(self.y.shape[0], *getattr(self, "unit_shape", r.shape[1:])).numpy()
 
 
-def correlations(pieces, signal_values: np.ndarray) -> np.ndarray:
-    """r [S, kinds, layers, H] of every unit with each signal, over activations read piece by piece."""
-    correlation = Correlation(signal_values)
-    for piece in pieces:
-        correlation.add(piece.stacked(), piece.start)
-    return correlation.r()
-
-
 def ranked(r: np.ndarray, top: int) -> list[dict]:
     """The `top` units [kinds, layers, H] with the largest |r|, best first (ties: kind, layer, unit order); units
     whose r is undefined are left out."""
@@ -113,7 +108,8 @@ def ranked(r: np.ndarray, top: int) -> list[dict]:
 
 
 def find_units(model, text: str, pattern: str, *, top: int = TOP_UNITS, max_chars: int | None = MAX_FIND_CHARS,
-               values: Activations | None = None, timeout: float = signals.REGEX_TIMEOUT_S) -> dict:
+               values: Activations | None = None, timeout: float = signals.REGEX_TIMEOUT_S,
+               chunk_size: int = activations.CHUNK_SIZE) -> dict:
     """Rank every unit of every layer and kind by the Pearson correlation between its value after each character of
     `text` (one pass from the zero state) and the signal `pattern` gives over the same characters.
 
@@ -126,21 +122,37 @@ def find_units(model, text: str, pattern: str, *, top: int = TOP_UNITS, max_char
     Raises a ValueError subclass that says what was wrong for an empty or too long text, characters outside the
     vocabulary, an invalid or runaway regular expression, or a signal that is constant over the text.
     """
+    return run_steps(find_units_steps(model, text, pattern, top=top, max_chars=max_chars, values=values,
+                                      timeout=timeout, chunk_size=chunk_size))
+
+
+def find_units_steps(model, text: str, pattern: str, *, top: int = TOP_UNITS, max_chars: int | None = MAX_FIND_CHARS,
+                     values: Activations | None = None, timeout: float = signals.REGEX_TIMEOUT_S,
+                     chunk_size: int = activations.CHUNK_SIZE) -> Generator[None, None, dict]:
+    """find_units as steps (charrnn.compute): the input is checked and the signal computed now, with no torch work
+    (a bad input raises here); the generator returned reads one piece of `chunk_size` characters per step and
+    returns find_units' result."""
     if not isinstance(top, int) or top < 1:
         raise ValueError(f"top must be a whole number >= 1, not {top!r}")
     activations.encode(model, text, max_chars)  # the text's problems first, before any work
     name, signal_values = signals.signal(text, pattern, timeout=timeout)
-    if values is None:
-        pieces = activations.chunks(model, text, max_chars=max_chars)
-    elif len(values) != len(text):
+    if values is not None and len(values) != len(text):
         raise ValueError(f"the activations given cover {len(values)} characters, the text has {len(text)}")
-    else:
-        pieces = [values]
-    r = correlations(pieces, signal_values)[0]
     description = signals.BUILTIN[pattern].description if pattern in signals.BUILTIN else (
         f"1 inside matches of the regular expression {pattern}, 0 elsewhere")
-    return {"signal": name, "description": description, "chars": len(text), "units": ranked(r, top),
-            "undefined": int(np.isnan(r).sum())}
+
+    def steps():
+        pieces = [values] if values is not None else activations.chunks(model, text, max_chars=max_chars,
+                                                                          chunk_size=chunk_size)
+        correlation = Correlation(signal_values)
+        for piece in pieces:
+            correlation.add(piece.stacked(), piece.start)
+            yield
+        r = correlation.r()[0]
+        return {"signal": name, "description": description, "chars": len(text), "units": ranked(r, top),
+                "undefined": int(np.isnan(r).sum())}
+
+    return steps()
 
 
 def timescales(mean_update: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -10,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from charrnn import CharRNN, ModelLoadError
+from charrnn import CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (DecodeSettings: eval(SETTINGS))
 from charrnn.loading import MAX_HEADER_BYTES, WEIGHTS_FILE
 
 from conftest import SHIPPED, make_tiny, run_cli, run_python
@@ -224,7 +224,7 @@ REFUSE = """
 import json, resource
 import torch
 import charrnn.loading
-from charrnn import CharRNN, ModelLoadError
+from charrnn import CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (DecodeSettings: eval(SETTINGS))
 
 
 def address_space():

@@ -86,5 +86,7 @@ def test_matches_html(model):
         selection = select_units(model, TEXT, 100, 104, threshold=-0.5, pad=0)
     result = match(build_match_index(model, TEXT), selection, top=3)
     page = matches_html(result)
-    assert page.count("outline:2px solid") == sum(len(m["match"]) for m in result["matches"])
+    assert page.count("outline:2px solid") == len(result["matches"])  # one around each match
+    for m in result["matches"]:
+        assert len(m["before"] + m["match"] + m["after"]) == len(m["on_fraction"])
     assert f"{result['matches'][0]['score']:.2f}" in page

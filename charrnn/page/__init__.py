@@ -11,6 +11,7 @@ import gradio as gr
 
 from .. import playground as pg
 from .site import Site
+from .units import units_tab
 from .whatif import CLICK_A_CHARACTER, whatif_tab
 from .write import write_tab
 
@@ -19,6 +20,7 @@ CSS = """
 #generated-text textarea {font-family: ui-monospace, monospace; font-size: 15px}
 /* Figures lay out on their own: the streaming text must not make the browser lay out every plot again. */
 #probabilities, #reset-gate, #update-gate, #saturation, #surprisal, #unit-text {contain: content}
+#units-text textarea, #gain-text textarea {font-family: ui-monospace, monospace; font-size: 14px}
 """
 # No run history: it would copy every run's figures (megabytes) into the browser's localStorage. Enough worker
 # threads for every visitor the decode server takes at once (each streaming visitor holds one while it waits).
@@ -36,6 +38,8 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
             "what it predicted at every character, and how its reset and update gates responded.")
         with gr.Tab("Write", id="write"):
             write = write_tab(site, model_key)
+        with gr.Tab("Units", id="units"):
+            demo.units = units_tab(site, model_key)
         with gr.Tab("What-if", id="whatif"):
             whatif_tab(site, model_key, write)
     limits = site.server.limits

@@ -115,6 +115,8 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         except (pg.InputError, ModelLoadError) as e:
             raise gr.Error(f"{e}. The previous model stays in use.", title="Cannot load the model") from None
         gr.Info(f"Loaded {key}")
+        if not model.num_layers:  # a bigram: no layers or units to choose (its figures say so); the controls stay
+            return key, pg.describe_model(key, model), *[gr.skip()] * 4
         choices = layer_choices(model)
         return (key, pg.describe_model(key, model), gr.update(choices=choices, value=0),
                 gr.update(choices=choices, value=0), gr.update(maximum=model.hidden_size - 1, value=0),

@@ -1,0 +1,332 @@
+"""The Units tab: which units follow a signal over a text, which are on over a selected span and where else they do
+the same, one unit's profile over the reference text, the gates by context, the memory timescales and what the
+GRU's memory gains over a bigram. The work is charrnn.unit_service's; this module is the layout and the wiring.
+
+Public endpoints (each returns JSON; the tab draws from it): /find_units(text, pattern), /unit_profile(layer, kind,
+unit), /select_and_match(text, start, end, threshold), /memory_gain(text). Each uses the session's current model.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import gradio as gr
+
+from .. import figures, unit_figures
+from ..activations import KIND_NAMES, KINDS
+from ..matching import MAX_SPAN, THRESHOLD
+from ..memory_gain import memory_gain_html
+from ..signals import BUILTIN, MAX_PATTERN_CHARS
+from ..unit_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable, capitalised
+from ..units import format_timescale
+from .site import Site
+
+OPENING_CHARS = 1500  # of the reference text, in the finder's text box when the tab opens
+GAIN_OPENING = slice(1500, 2700)  # the next part of it, in the memory gain's text box
+REGEX = "regular expression"
+FIRST_SIGNAL = "line position"
+KIND_CHOICES = [(KIND_NAMES[kind], kind) for kind in KINDS]
+FOUND_HEADERS = ["layer", "kind", "unit", "r", "τ (steps)"]
+SELECTED_HEADERS = ["layer", "unit", "lowest inside", "highest around"]
+CLEARLY = 0.3  # |r| from which a unit is said to follow a signal
+NAMED_UNIT = re.compile(r"\s*L?(\d+)\s+(hidden|reset|update)\s+u?(\d+)\s*", re.IGNORECASE)
+
+
+def as_page_error(title: str):
+    """A ValueError from the analyses (bad input, or nothing to show for this model) as a gr.Error, so the page says
+    what was wrong and keeps what it showed."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except UnitsUnavailable as e:  # it begins with the model's name
+                raise gr.Error(str(e), title=title) from None
+            except ValueError as e:
+                raise gr.Error(capitalised(str(e)), title=title) from None
+        return run
+    return wrap
+
+
+# ---- drawing the JSON answers ----
+
+def found_rows(result: dict | None) -> list[list]:
+    return [[row["layer"], row["kind"], row["unit"], round(row["r"], 3),
+             format_timescale(row["timescale"]) if "timescale" in row else ""]
+            for row in (result or {}).get("units", [])]
+
+
+def found_view(result: dict | None):
+    if not result:
+        return [], figures.message_figure("Choose a signal and press Find units.")
+    return found_rows(result), unit_figures.found_units_figure(result)
+
+
+def profile_view(profile: dict | None):
+    """(summary, histogram, pushes, contexts) of a unit_profile answer."""
+    if not profile:
+        nothing = figures.message_figure("Choose a unit.")
+        return "", nothing, nothing, ""
+    follows = ", ".join(f"{s['signal']} (r = {s['r']:+.2f})" for s in profile["signals"])
+    if not profile["signals"] or abs(profile["signals"][0]["r"]) < CLEARLY:
+        follows = f"none of them clearly ({follows or 'none varies'})"
+    summary = (f"**{unit_figures.unit_name(profile)}, {KIND_NAMES[profile['kind']]}** over {profile['model']}'s "
+               f"reference text: mean {profile['mean']:+.3f}, standard deviation {profile['std']:.3f}; memory "
+               f"timescale of its position τ = 1 / (1 − mean z_t) = **{format_timescale(profile['timescale'])} "
+               "steps**. "
+               f"Of the built-in signals it follows best: {follows}.")
+    if profile["pushes"]:
+        pushes = unit_figures.pushes_figure(profile)
+    else:
+        pushes = figures.message_figure(
+            "Only a last-layer hidden unit feeds the output layer:<br>choose one to see the characters it pushes "
+            "up and down.", height=300)
+    return summary, unit_figures.histogram_figure(profile), pushes, unit_figures.contexts_html(profile)
+
+
+def matches_view(result: dict | None):
+    """(what was selected, the selected units, the matches) of a select_and_match answer."""
+    if not result:
+        return "Select a few characters in the text above (drag over them with the mouse).", [], ""
+    selection = result["selection"]
+    said = (f"**{selection['selected']}** hidden unit{'s are' if selection['selected'] != 1 else ' is'} on "
+            f"(> {selection['threshold']:g}) over all of `{selection['selected_text']!r}` (offsets "
+            f"{selection['start']}–{selection['end'] - 1}) and off over the {selection['pad']} characters on each "
+            "side"
+            + (f"; the best {len(selection['units'])} are listed" if selection["selected"] > len(selection["units"])
+               else "") + ".")
+    if result.get("note"):
+        said += f" {result['note']}"
+    rows = [[row["layer"], row["unit"], round(row["min_inside"], 3),
+             "" if row["max_around"] is None else round(row["max_around"], 3)] for row in selection["units"]]
+    shown = unit_figures.matches_html(result) if result["matches"] else ""
+    return said, rows, shown
+
+
+def gain_view(result: dict | None) -> str:
+    if not result:
+        return "<p>Press Compare with the bigram.</p>"
+    return memory_gain_html(result["text"], result["rows"])
+
+
+def unit_choice(row: list) -> tuple[int, str, int]:
+    """(layer, kind, unit) of a row of the found units' or the selected units' table."""
+    if len(row) == len(FOUND_HEADERS):
+        return int(row[0]), str(row[1]), int(row[2])
+    return int(row[0]), "hidden", int(row[1])
+
+
+def opening(analysis, *args):
+    """An analysis for what the tab opens with, or None where this model cannot have it (the tab says why)."""
+    try:
+        return analysis(*args)
+    except ValueError:
+        return None
+
+
+def units_tab(site: Site, model_key: gr.State) -> dict:
+    """Build the tab inside the current gr.Tab; returns its components, among them `open_profile`: a hidden textbox
+    (elem_id unit-to-profile) that opens the profile of the unit written into it, such as "L3 hidden 99"."""
+    service = UnitService(site.models)
+    key = site.default_key
+    prepared = service.preparation(key)
+    prepared.wait_for_atlas(timeout=60)
+    model = site.default_model
+    gru = hasattr(model, "gru")
+    layers, hidden = (model.num_layers, model.hidden_size) if gru else (1, 1)
+    reference = prepared.text[prepared.text.find("\n\n") + 2 :] if prepared.text else None  # from a speech's start
+    opening_text = reference[:OPENING_CHARS] if reference else site.opening_trace.text
+    gain_text = reference[GAIN_OPENING] if reference else site.opening_trace.text
+    # What the tab opens with: the finder's answer for its text, the profile of the best unit, the memory gain.
+    opening_found = opening(service.find, key, opening_text, FIRST_SIGNAL) if gru else None
+    first = opening_found["units"][0] if opening_found else None
+    opening_profile = opening(service.profile, key, first["layer"], first["kind"], first["unit"]) if first else None
+    opening_gain = opening(service.memory_gain, key, gain_text) if gru else None
+    overview = service.overview(key)
+
+    gr.Markdown(
+        "A *unit* is one position of one layer: its hidden state h_t, its reset gate r_t or its update gate z_t, "
+        "read after each character in one pass from the zero state. Find the units that follow a pattern in a text, "
+        "select a span to find the units that pick it out, and open any unit's profile over the model's reference "
+        "text (the validation part of Tiny Shakespeare for the shipped model).")
+    status = gr.Markdown(overview["status"], elem_id="units-status")
+    shown = gr.State((key, prepared.settled, prepared.atlas is not None))  # what the model's own parts show
+    timer = gr.Timer(2.0, active=True)
+
+    gr.Markdown("## Find units\nEvery unit of every layer and kind, ranked by the Pearson correlation r between its "
+                "value after each character and a signal over the same characters: a built-in one, or 1 inside the "
+                "matches of a regular expression and 0 elsewhere. Click a unit to open its profile below.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            text = gr.Textbox(opening_text, lines=12, max_lines=12, elem_id="units-text", autoscroll=False,
+                              label=f"Text (up to {MAX_FIND_CHARS:,} characters; select a span in it to match it)")
+        with gr.Column(scale=2, min_width=300):
+            choice = gr.Dropdown([*BUILTIN, REGEX], value=FIRST_SIGNAL, label="Signal", elem_id="units-signal")
+            regex = gr.Textbox(label="Regular expression (multiline; writing one here chooses it)",
+                               placeholder=r"^[A-Z][A-Za-z ]*:$   or   [aeiou]   or   (?<=\n\n).",
+                               max_length=MAX_PATTERN_CHARS, elem_id="units-regex")
+            described = gr.Markdown(BUILTIN[FIRST_SIGNAL].description, elem_id="units-signal-description")
+            pattern = gr.Textbox(FIRST_SIGNAL, visible=False)  # what /find_units is asked: the name or the expression
+            find = gr.Button("Find units", variant="primary", elem_id="find-units")
+    found_json = gr.JSON(opening_found, visible=False, label="find_units")
+    opening_rows, opening_figure = found_view(opening_found)
+    with gr.Row():
+        found_table = gr.Dataframe(opening_rows, headers=FOUND_HEADERS, type="array", interactive=False,
+                                   max_height=620, label=f"The {FOUND_ROWS} units that follow it best (click one)",
+                                   elem_id="found-units", scale=2)
+        found_plot = gr.Plot(opening_figure, label="Pearson r", elem_id="found-units-plot", scale=3)
+
+    gr.Markdown(f"## Select and match\nSelect up to {MAX_SPAN} characters of the text above: the hidden units that "
+                "are on over all of them and off just before and after are listed (as in LSTMVis), then the places in "
+                "the reference text where the same units do the same.")
+    with gr.Row():
+        start = gr.Number(label="Selection start", precision=0, minimum=0, elem_id="select-start")
+        end = gr.Number(label="Selection end (exclusive)", precision=0, minimum=1, elem_id="select-end")
+        threshold = gr.Slider(0.05, 0.95, THRESHOLD, step=0.05, label="On means h_t above")
+    match_button = gr.Button("Match", elem_id="match-units", size="md")
+    match_json = gr.JSON(visible=False, label="select_and_match")
+    selection_summary = gr.Markdown(matches_view(None)[0], elem_id="selection-summary")
+    with gr.Row():
+        selected_table = gr.Dataframe(headers=SELECTED_HEADERS, type="array", interactive=False, max_height=420,
+                                      label="Selected units (click one)", elem_id="selected-units", scale=2)
+        with gr.Column(scale=3):
+            matches = gr.HTML(elem_id="unit-matches")
+
+    gr.Markdown("## Unit profile\nOne unit over the model's whole reference text: its histogram, the contexts where "
+                "it is highest and lowest, and for a last-layer hidden unit the characters it pushes up and down.")
+    with gr.Row():
+        layer = gr.Radio([(f"layer {k}", k) for k in range(1, layers + 1)],
+                         value=first["layer"] if first else 1, label="Layer", scale=2)
+        kind = gr.Radio(KIND_CHOICES, value=first["kind"] if first else "hidden", label="Kind", scale=3)
+        unit = gr.Number(first["unit"] if first else 0, precision=0, minimum=0, maximum=hidden - 1,
+                         label=f"Unit (0–{hidden - 1})", elem_id="profile-unit", scale=1)
+    show = gr.Button("Show profile", elem_id="show-profile", size="md")
+    open_profile = gr.Textbox(visible="hidden", elem_id="unit-to-profile", label="Unit to open")
+    profile_json = gr.JSON(opening_profile, visible=False, label="unit_profile")
+    summary, histogram, pushes, contexts = profile_view(opening_profile)
+    profile_summary = gr.Markdown(summary, elem_id="profile-summary")
+    with gr.Row():
+        histogram_plot = gr.Plot(histogram, label="Histogram", elem_id="profile-histogram")
+        pushes_plot = gr.Plot(pushes, label="Pushes", elem_id="profile-pushes")
+    profile_contexts = gr.HTML(contexts, elem_id="profile-contexts")
+
+    gr.Markdown("## Gates by context\nThe seed's claims about the gates, measured over the reference text: each "
+                "layer's mean gate over its units in a context, against a baseline.")
+    claims = gr.HTML(overview["claims"], elem_id="gate-claims")
+    gates_plot = gr.Plot(overview["gates"], label="Gates by context", elem_id="gates-by-context")
+
+    gr.Markdown("## Memory timescales\nHow long each unit position keeps what it holds: τ = 1 / (1 − its mean "
+                "update gate) over the reference text.")
+    timescale_plot = gr.Plot(overview["timescales"], label="Memory timescales", elem_id="timescales")
+
+    gr.Markdown(f"## Memory gain\nHow much less surprised the GRU is by each character, having read everything "
+                f"before it, than the shipped bigram, which sees only the character before (up to "
+                f"{MAX_GAIN_CHARS:,} characters).")
+    gain_text_box = gr.Textbox(gain_text, lines=6, max_lines=6, label="Text", elem_id="gain-text", autoscroll=False)
+    compare = gr.Button("Compare with the bigram", elem_id="compare-gain", size="md")
+    gain_json = gr.JSON(opening_gain, visible=False, label="memory_gain")
+    gain_html = gr.HTML(gain_view(opening_gain), elem_id="memory-gain")
+
+    # ---- the endpoints ----
+
+    @as_page_error("Cannot find units")
+    def find_units(text, pattern, key):
+        """Rank every unit by the Pearson r of its value after each character of `text` with a signal: a built-in
+        one's name or a regular expression. The API endpoint /find_units."""
+        return service.find(key, text, pattern)
+
+    @as_page_error("Cannot show the unit")
+    def unit_profile(layer, kind, unit, key):
+        """One unit's profile over the model's reference text. The API endpoint /unit_profile."""
+        return service.profile(key, layer, kind, unit)
+
+    @as_page_error("Cannot match the selection")
+    def select_and_match(text, start, end, threshold, key):
+        """The hidden units on over text[start:end] and off around it, and where they do the same in the reference
+        text. The API endpoint /select_and_match."""
+        return service.select_and_match(key, text, start, end, threshold)
+
+    @as_page_error("Cannot compare with the bigram")
+    def memory_gain(text, key):
+        """Each character's surprisal under the GRU and under the bigram. The API endpoint /memory_gain."""
+        return service.memory_gain(key, text)
+
+    # ---- the tab's own events ----
+
+    def open_row(result, evt: gr.SelectData, key):
+        """A click on a unit of a table: that unit's profile."""
+        row = evt.row_value or result[evt.index[0]]
+        chosen = unit_choice(row)
+        return (*chosen, unit_profile(*chosen, key))
+
+    def open_named(name, key):
+        """A unit named in the hidden textbox (by another tab), such as "L3 hidden 99": its profile."""
+        named = NAMED_UNIT.fullmatch(name or "")
+        if not named:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        chosen = int(named[1]), named[2].lower(), int(named[3])
+        return (*chosen, unit_profile(*chosen, key))
+
+    def select_span(text, threshold, key, evt: gr.SelectData):
+        """A span selected in the text: its units and their matches. Selecting all of the text (to replace it) or
+        a span too long to match is left alone."""
+        start, end = evt.index
+        if end - start > MAX_SPAN or end <= start:
+            if 0 < end - start < len(text):
+                gr.Info(f"Select at most {MAX_SPAN} characters to match them.")
+            return gr.skip(), gr.skip(), gr.skip()
+        return start, end, select_and_match(text, start, end, threshold, key)
+
+    def refresh(key, shown):
+        """The model's own parts of the tab, when the visitor's model or what is prepared for it changed."""
+        prepared = service.preparation(key)
+        now = (key, prepared.settled, prepared.atlas is not None)
+        active = gr.Timer(active=not prepared.settled)
+        if now == shown:
+            return prepared.status(), *[gr.skip()] * 5, shown, active
+        overview = service.overview(key)
+        if key == shown[0]:
+            unit_inputs = gr.skip(), gr.skip()
+        else:  # another model: its own layers and units
+            model = site.model(key)
+            layers, hidden = (model.num_layers, model.hidden_size) if hasattr(model, "gru") else (1, 1)
+            unit_inputs = (gr.update(choices=[(f"layer {k}", k) for k in range(1, layers + 1)], value=1),
+                           gr.update(maximum=hidden - 1, label=f"Unit (0–{hidden - 1})", value=0))
+        return (overview["status"], overview["claims"], overview["gates"], overview["timescales"], *unit_inputs,
+                now, active)
+
+    private = dict(api_visibility="private", show_progress="hidden")
+    profile_out = [profile_summary, histogram_plot, pushes_plot, profile_contexts]
+    find.click(find_units, [text, pattern, model_key], found_json, api_name="find_units"
+               ).success(found_view, found_json, [found_table, found_plot], **private)
+    # The signal's choice and the expression become the one pattern in the browser, at once (no round trip);
+    # writing an expression chooses it, emptying the box leaves the choice as it was.
+    choice.change(None, [choice, regex], pattern, js=f"(c, r) => c === '{REGEX}' ? r : c")
+    regex.change(None, [regex, choice], [choice, pattern],
+                 js=f"(r, c) => r ? ['{REGEX}', r] : [c, c === '{REGEX}' ? r : c]")
+    choice.change(lambda c: BUILTIN[c].description if c in BUILTIN else (
+        "1 on every character inside a match of the expression, 0 elsewhere"), choice, described, **private)
+
+    gr.on([show.click, unit.submit], unit_profile, [layer, kind, unit, model_key], profile_json,
+          api_name="unit_profile").success(profile_view, profile_json, profile_out, **private)
+    for table in (found_table, selected_table):
+        table.select(open_row, [table, model_key], [layer, kind, unit, profile_json], **private
+                     ).success(profile_view, profile_json, profile_out, **private)
+    open_profile.change(open_named, [open_profile, model_key], [layer, kind, unit, profile_json], **private
+                        ).success(profile_view, profile_json, profile_out, **private)
+
+    matched = [selection_summary, selected_table, matches]
+    match_button.click(select_and_match, [text, start, end, threshold, model_key], match_json,
+                       api_name="select_and_match").success(matches_view, match_json, matched, **private)
+    text.select(select_span, [text, threshold, model_key], [start, end, match_json], **private
+                ).success(matches_view, match_json, matched, **private)
+
+    compare.click(memory_gain, [gain_text_box, model_key], gain_json, api_name="memory_gain"
+                  ).success(gain_view, gain_json, gain_html, **private)
+
+    model_parts = [status, claims, gates_plot, timescale_plot, layer, unit, shown, timer]
+    timer.tick(refresh, [model_key, shown], model_parts, **private)
+    model_key.change(refresh, [model_key, shown], model_parts, **private)
+    return {"open_profile": open_profile, "text": text, "found": found_json, "profile": profile_json,
+            "layer": layer, "kind": kind, "unit": unit, "service": service}

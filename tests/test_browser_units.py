@@ -1,0 +1,110 @@
+"""The Units tab in a real browser (headless Chromium driven by Playwright): find units with a regular expression,
+open a found unit's profile, select a span and see its matches, open a unit from another tab's hook."""
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from charrnn.compute import on_compute_thread
+from charrnn.unit_service import FOUND_ROWS
+from charrnn.units import find_units
+
+from bench.browser import CHROMIUM, CHROMIUM_ARGS
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+SPEAKERS = r"^[A-Z]+:$"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.errors = []
+    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.goto(app_url)
+    page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
+    page.get_by_role("tab", name="Units").click()
+    page.wait_for_selector("#found-units-plot .js-plotly-plot", timeout=60_000)
+    yield page
+    page.close()
+
+
+def plot_title(page, elem_id):
+    return page.evaluate(f"() => document.querySelector('#{elem_id} .js-plotly-plot').layout.title.text")
+
+
+def cell(page, elem_id, row, col):
+    """A cell of a gr.Dataframe as shown (its rows are drawn as a virtual list)."""
+    return page.locator(f'#{elem_id} [data-testid="cell-{row}-{col}"]')
+
+
+def wait_for_text(page, elem_id, text, timeout=60_000):
+    page.wait_for_function("([id, text]) => document.querySelector(`#${id}`).innerText.includes(text)",
+                           arg=[elem_id, text], timeout=timeout)
+
+
+def test_find_units_then_open_a_found_unit_select_a_span_and_see_its_matches(page, shipped):
+    text = page.locator("#units-text textarea").input_value()
+    expected = on_compute_thread(find_units)(shipped, text, SPEAKERS, top=FOUND_ROWS)["units"]
+
+    # Find: typing an expression chooses it, and the ranking drawn is the library's for this text.
+    page.locator("#units-regex textarea, #units-regex input").first.fill(SPEAKERS)
+    page.get_by_role("button", name="Find units").click()
+    page.wait_for_function("() => document.querySelector('#found-units-plot .js-plotly-plot').layout.title.text"
+                           ".includes('[A-Z]+')", timeout=60_000)
+    bars = page.evaluate("() => Array.from(document.querySelector('#found-units-plot .js-plotly-plot').data[0].y)")
+    assert bars == [f"L{r['layer']} {r['kind']} u{r['unit']}" for r in expected]
+    assert cell(page, "found-units", 0, 2).inner_text().strip() == str(expected[0]["unit"])
+
+    # A click on a found unit opens its profile.
+    second = expected[1]
+    cell(page, "found-units", 1, 0).click()
+    wait_for_text(page, "profile-summary", f"L{second['layer']} u{second['unit']}, ")
+    assert plot_title(page, "profile-histogram").startswith(f"L{second['layer']} u{second['unit']}:")
+    assert page.locator("#profile-contexts div").filter(has_text="Highest values").count() >= 1
+    assert page.locator("#profile-unit input").input_value() == str(second["unit"])
+
+    # Select a speaker's name in the text: the units on over it, then other places where they do the same.
+    wait_for_text(page, "units-status", "matches are searched in the first", timeout=300_000)
+    start = text.index("BAPTISTA:")
+    page.evaluate("""([start, end]) => { const t = document.querySelector('#units-text textarea');
+        t.focus(); t.setSelectionRange(start, end); t.dispatchEvent(new Event('select')); }""",
+                  [start, start + len("BAPTISTA")])
+    wait_for_text(page, "selection-summary", "'BAPTISTA'")
+    page.wait_for_selector("#unit-matches div[style*='monospace']", timeout=60_000)
+    assert page.locator("#select-start input").input_value() == str(start)
+    assert page.locator("#select-end input").input_value() == str(start + len("BAPTISTA"))
+    matched = page.locator("#unit-matches div[style*='monospace']")
+    assert matched.count() == 10
+    outlined = [re.sub(r"\s", "", m) for m in page.locator("#unit-matches span[style*='outline']").all_inner_texts()]
+    assert len(outlined) == 10 and sum(m.isupper() for m in outlined) > 5  # mostly other speakers' names
+
+    # A unit of the selection opens like a found one.
+    layer, unit = (cell(page, "selected-units", 0, col).inner_text().strip() for col in (0, 1))
+    cell(page, "selected-units", 0, 0).click()
+    wait_for_text(page, "profile-summary", f"L{layer} u{unit}, hidden state")
+
+    page.locator("#selection-summary").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "units-tab.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_another_tab_opens_a_unit_through_the_hidden_textbox(page):
+    page.evaluate("""() => { const box = document.querySelector('#unit-to-profile textarea');
+        box.value = 'L2 update 7'; box.dispatchEvent(new Event('input', {bubbles: true})); }""")
+    wait_for_text(page, "profile-summary", "L2 u7, update gate z_t")
+    page.wait_for_function("() => (document.querySelector('#profile-pushes .js-plotly-plot').layout.annotations"
+                           " || []).some(a => a.text.startsWith('Only a last-layer hidden unit'))", timeout=30_000)
+    assert page.errors == []
