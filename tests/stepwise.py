@@ -10,27 +10,49 @@ from charrnn.activations import one_thread
 
 
 @torch.no_grad()
-def stepwise_values(model, text: str) -> torch.Tensor:
-    """[3 (hidden h_t, reset r_t, update z_t), layers, T, H] float64 after each character of `text`."""
-    ids = [model.vocab.index(c) for c in text]
+def step_equations(model, ids: list[int], *, new_chars: int = 0, intervention=None):
+    """Read `ids` one character at a time from the zero state (then write `new_chars` more, greedily), by the
+    GRU equations in float64; `intervention` (charrnn.interventions.Intervention) forces its unit from its step
+    on. Returns every token id, the values [3 (hidden h_t, reset r_t, update z_t), layers, T, H] after each step
+    and the logits [T, vocab] for the character after each."""
+    ids = list(ids)
     hidden = model.hidden_size
     embedding = model.embedding.weight.detach().double()
+    head_w, head_b = model.head.weight.detach().double(), model.head.bias.detach().double()
     params = [[getattr(model.gru, f"{name}_l{k}").detach().double()
                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(model.num_layers)]
     h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
-    out = torch.empty(3, model.num_layers, len(ids), hidden, dtype=torch.float64)
+    total = len(ids) + new_chars
+    out = torch.empty(3, model.num_layers, total, hidden, dtype=torch.float64)
+    logits = torch.empty(total, len(model.vocab), dtype=torch.float64)
+    prompt_len = len(ids)
     with one_thread():  # small products: one thread is far faster on a busy 2-core machine
-        for t, i in enumerate(ids):
-            x = embedding[i]
+        for t in range(total):
+            x = embedding[ids[t]]
             for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
                 gi, gh = w_ih @ x + b_ih, w_hh @ h[k] + b_hh
                 r = torch.sigmoid(gi[:hidden] + gh[:hidden])
                 z = torch.sigmoid(gi[hidden : 2 * hidden] + gh[hidden : 2 * hidden])
+                forced = intervention is not None and intervention.layer == k + 1 and t >= intervention.from_step
+                if forced and intervention.kind == "reset":
+                    r[intervention.unit] = intervention.value
+                if forced and intervention.kind == "update":
+                    z[intervention.unit] = intervention.value
                 n = torch.tanh(gi[2 * hidden :] + r * gh[2 * hidden :])
                 h[k] = (1 - z) * n + z * h[k]
+                if forced and intervention.kind == "hidden":
+                    h[k][intervention.unit] = intervention.value
                 out[0, k, t], out[1, k, t], out[2, k, t] = h[k], r, z
                 x = h[k]
-    return out
+            logits[t] = head_w @ x + head_b
+            if t >= prompt_len - 1 and len(ids) < total:  # the prompt is read first; then each step writes one
+                ids.append(int(logits[t].argmax()))
+    return ids, out, logits
+
+
+def stepwise_values(model, text: str) -> torch.Tensor:
+    """[3 (hidden h_t, reset r_t, update z_t), layers, T, H] float64 after each character of `text`."""
+    return step_equations(model, [model.vocab.index(c) for c in text])[1]
 
 
 REFERENCE_TEXT = Path(__file__).resolve().parents[1] / "weights" / "tiny-shakespeare" / "reference.txt"

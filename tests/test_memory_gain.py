@@ -15,6 +15,7 @@ from charrnn.memory_gain import MAX_CHARS, MemoryGainError, memory_gain, memory_
 from charrnn.vocab import visible_char
 
 from conftest import CORPUS, ROOT, SHAKESPEARE_VOCAB, make_tiny
+from stepwise import step_equations
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\nFirst Citizen:\nYou"
 
@@ -27,23 +28,8 @@ def bigram():
 def gru_surprisals_float64(model, text: str) -> list[float]:
     """-log p(text[i] | text[:i]) from the GRU equations, one step at a time from the zero state, in float64."""
     ids = [model.vocab.index(c) for c in text]
-    hidden = model.hidden_size
-    params = {k: v.detach().double() for k, v in model.state_dict().items()}
-    h = [torch.zeros(hidden, dtype=torch.float64) for _ in range(model.num_layers)]
-    result = []
-    for t in range(len(ids) - 1):
-        x = params["embedding.weight"][ids[t]]
-        for k in range(model.num_layers):
-            gi = params[f"gru.weight_ih_l{k}"] @ x + params[f"gru.bias_ih_l{k}"]
-            gh = params[f"gru.weight_hh_l{k}"] @ h[k] + params[f"gru.bias_hh_l{k}"]
-            r = torch.sigmoid(gi[:hidden] + gh[:hidden])
-            z = torch.sigmoid(gi[hidden : 2 * hidden] + gh[hidden : 2 * hidden])
-            n = torch.tanh(gi[2 * hidden :] + r * gh[2 * hidden :])
-            h[k] = (1 - z) * n + z * h[k]
-            x = h[k]
-        logits = params["head.weight"] @ x + params["head.bias"]
-        result.append(-(logits[ids[t + 1]] - logits.logsumexp(0)).item())
-    return result
+    _, _, logits = step_equations(model, ids[:-1])
+    return (logits.logsumexp(-1) - logits.gather(1, torch.tensor(ids[1:])[:, None])[:, 0]).tolist()
 
 
 def bigram_surprisals_direct(model, text: str) -> list[float]:

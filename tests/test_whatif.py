@@ -8,6 +8,7 @@ from charrnn.interventions import Intervention, InterventionError
 from charrnn.whatif import branch, compare_settings, intervene
 
 from conftest import ROOT
+from stepwise import step_equations
 
 PROMPT = "ROMEO:\nI will "
 GREEDY = DecodeSettings(120, 0, 0, 1.0, 0)
@@ -15,35 +16,9 @@ GREEDY = DecodeSettings(120, 0, 0, 1.0, 0)
 
 def by_hand(model, prompt: str, new_chars: int, intervention: Intervention | None):
     """Greedy decoding, one character at a time, from the textbook equations in float64."""
-    params = {name: p.detach().double() for name, p in model.named_parameters()}
-    hidden = model.hidden_size
-    tokens = model.tokenizer.encode(prompt)
-    prompt_len, total = len(tokens), len(tokens) + new_chars
-    h = torch.zeros(model.num_layers, hidden, dtype=torch.float64)
-    states, t = [], 0
-    while t < total:
-        x = params["embedding.weight"][tokens[t]]
-        for k in range(model.num_layers):
-            gi = params[f"gru.weight_ih_l{k}"] @ x + params[f"gru.bias_ih_l{k}"]
-            gh = params[f"gru.weight_hh_l{k}"] @ h[k] + params[f"gru.bias_hh_l{k}"]
-            r = torch.sigmoid(gi[:hidden] + gh[:hidden])
-            z = torch.sigmoid(gi[hidden : 2 * hidden] + gh[hidden : 2 * hidden])
-            forced = intervention is not None and intervention.layer == k + 1 and t >= intervention.from_step
-            if forced and intervention.kind == "reset":
-                r[intervention.unit] = intervention.value
-            if forced and intervention.kind == "update":
-                z[intervention.unit] = intervention.value
-            n = torch.tanh(gi[2 * hidden :] + r * gh[2 * hidden :])
-            h[k] = (1 - z) * n + z * h[k]
-            if forced and intervention.kind == "hidden":
-                h[k, intervention.unit] = intervention.value
-            x = h[k]
-        states.append(h.clone())
-        logits = params["head.weight"] @ x + params["head.bias"]
-        if t >= prompt_len - 1 and len(tokens) < total:  # the prompt is read first; then each step writes one
-            tokens.append(int(logits.argmax()))
-        t += 1
-    return model.tokenizer.decode(tokens), torch.stack(states, 1)
+    ids, values, _ = step_equations(model, model.tokenizer.encode(prompt), new_chars=new_chars,
+                                    intervention=intervention)
+    return model.tokenizer.decode(ids), values[0]
 
 
 @pytest.mark.parametrize("kind,unit,value", [("hidden", 0, 0.9), ("update", 7, 0.0), ("reset", 100, 1.0)])
