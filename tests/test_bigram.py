@@ -58,20 +58,6 @@ def test_save_and_load_round_trip_in_hub_layout(saved):
     assert "bigram" in (saved / "README.md").read_text()
 
 
-def test_a_pickle_only_folder_is_refused_without_unpickling(tmp_path, saved, monkeypatch):
-    folder = tmp_path / "pickled"
-    folder.mkdir()
-    (folder / "config.json").write_text((saved / "config.json").read_text())
-    (folder / "pytorch_model.bin").write_bytes(b"not even opened")
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("torch.load was called")
-
-    monkeypatch.setattr(torch, "load", forbidden)
-    with pytest.raises(ModelLoadError, match="pytorch_model.bin.*refuses.*pickle"):
-        BigramLanguageModel.from_pretrained(folder)
-
-
 def test_each_class_refuses_the_other_model_type_by_name(saved):
     with pytest.raises(ModelLoadError, match="is a 'bigram' model .* which CharRNN cannot load"):
         CharRNN.from_pretrained(saved)

@@ -10,7 +10,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from charrnn import CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (DecodeSettings: eval(SETTINGS))
+from charrnn import BigramLanguageModel, CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (eval(SETTINGS))
 from charrnn.loading import MAX_HEADER_BYTES, WEIGHTS_FILE
 
 from conftest import SHIPPED, make_tiny, run_cli, run_python
@@ -60,10 +60,14 @@ def test_shipped_model_is_float16_small_and_documented():
     assert "python -m charrnn train" in card and "python -m charrnn evaluate" in card
 
 
-def test_a_pickle_only_folder_is_refused_without_unpickling(tmp_path, saved, monkeypatch):
+@pytest.mark.parametrize("model_class", [CharRNN, BigramLanguageModel], ids=lambda c: c.__name__)
+def test_a_pickle_only_folder_is_refused_without_unpickling(tmp_path, saved, monkeypatch, model_class):
     folder = tmp_path / "pickled"
     folder.mkdir()
-    (folder / "config.json").write_text((saved / "config.json").read_text())
+    config = json.loads((saved / "config.json").read_text())
+    if model_class is BigramLanguageModel:
+        config = {"model_type": "bigram", "vocab": config["vocab"]}
+    (folder / "config.json").write_text(json.dumps(config))
     (folder / "pytorch_model.bin").write_bytes(b"not even opened")
 
     def forbidden(*args, **kwargs):
@@ -71,7 +75,7 @@ def test_a_pickle_only_folder_is_refused_without_unpickling(tmp_path, saved, mon
 
     monkeypatch.setattr(torch, "load", forbidden)
     with pytest.raises(ModelLoadError, match="pytorch_model.bin.*refuses.*pickle"):
-        CharRNN.from_pretrained(folder)
+        model_class.from_pretrained(folder)
 
 
 def test_a_corrupt_weights_file_is_explained(saved):
@@ -224,7 +228,7 @@ REFUSE = """
 import json, resource
 import torch
 import charrnn.loading
-from charrnn import CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (DecodeSettings: eval(SETTINGS))
+from charrnn import BigramLanguageModel, CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (eval(SETTINGS))
 
 
 def address_space():
