@@ -32,6 +32,7 @@ from .memory_gain import memory_gain_steps, summarize
 from .model import CharRNN, ModelLoadError
 from .playground import InputError, check_known, number, whole_number
 from .registry import ROOT, ModelKey, ModelRegistry, markdown_text
+from .shipped_models import shipped_model
 from .units import MAX_FIND_CHARS, TOP_UNITS, find_units_steps
 
 MAX_GAIN_CHARS = 5_000
@@ -43,7 +44,7 @@ KEPT = 4
 PIECE_CHARS = 64
 INDEX_PIECE_CHARS = 128
 ATLAS_PIECE_CHARS = 64
-BIGRAM_FOLDER = ROOT / "weights" / "bigram"
+BIGRAM_FOLDER = shipped_model("bigram")
 
 
 class UnitsUnavailable(ValueError):
