@@ -16,6 +16,7 @@ replayed as a CUDA graph of `chunk_size` steps with no host synchronisation insi
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
@@ -24,7 +25,7 @@ import torch
 
 from .gates import StepWeights, Trace, build_trace
 from .interventions import Intervention, step_forces
-from .layout import Layout, choose_layout
+from .layout import Layout, ThreadSwitch, choose_layout, thread_switch
 from .sampling import DecodeSettings, RowSettings, filter_probs, race, race_noise
 
 GRAPH_CACHE_SIZE = 8
@@ -137,7 +138,8 @@ class DecodeLoop:
         self.model = model
         self.device = model.device
         self.weights = step_weights(model)
-        self.layout = layout or choose_layout(self.weights, self.device)[0]
+        self.threads = ThreadSwitch(layout, None) if layout else thread_switch(self.weights, self.device)
+        self.layout = self.threads.layout  # the grouping of rows; only the thread count may change between steps
         self.rows: list[Row] = []
         self.batch: Batch | None = None
 
@@ -169,14 +171,17 @@ class DecodeLoop:
         forces = step_forces(batch.interventions, [row.t for row in rows], self.device) \
             if batch.interventions else None
         draws = [row.samples for row in rows]
-        with self.layout.threads_set():
-            _, logits = self.weights.step(self.layout, tokens, batch.state(), batch.scratch, forces,
+        layout = self.threads.layout
+        started = time.perf_counter()
+        with layout.threads_set():
+            _, logits = self.weights.step(layout, tokens, batch.state(), batch.scratch, forces,
                                           h_out=batch.history[slot], logits_out=batch.logits[slot])
             filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered[slot])
             if any(draws):
                 noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
                                      for row, draw in zip(rows, draws)])
                 chosen = race(filtered, noise).tolist()
+        self.threads.record(time.perf_counter() - started)
         batch.steps += 1
         if batch.steps % batch.WINDOW == 0:
             batch.flush()

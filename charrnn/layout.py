@@ -185,7 +185,9 @@ def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch:
         scores[layout] = alone + per_row
         report[str(layout)] = {"us_per_step_alone": round(alone * 1e6, 1),
                                f"us_per_row_at_{batch}": round(per_row * 1e6, 1)}
-    return min(eligible, key=scores.get), {"candidates": report}
+    best = min(eligible, key=scores.get)
+    twin = replace(best, threads=0 if best.threads else 1)
+    return best, {"candidates": report, "twin": str(twin) if twin in eligible else None}
 
 
 def random_rows(weights, rows: int, device, seed: int):
@@ -234,3 +236,43 @@ class StepTimer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             return (time.perf_counter() - start) / steps
+
+
+class ThreadSwitch:
+    """The chosen layout and, where it has one, its twin on the other thread count (the same bits: the tuner
+    found both eligible), whichever is faster now.
+
+    The tuner measures once, but a shared machine changes: when another tenant holds a core, two OpenMP threads
+    wait for each other at every product and one thread is several times faster; when the machine is quiet,
+    two are faster. Every `every` steps the loop runs `trial` steps with the other one; if those were faster
+    than the `trial` steps just before them by more than `margin`, it switches. The text never changes.
+    """
+
+    def __init__(self, layout: Layout, twin: Layout | None, every: int = 512, trial: int = 16, margin: float = 0.15):
+        self.options = [layout] + ([twin] if twin else [])
+        self.current, self.every, self.trial, self.margin = 0, every, trial, margin
+        self.steps, self.recent, self.tried = 0, [], []
+
+    @property
+    def layout(self) -> Layout:
+        trying = len(self.options) > 1 and self.steps % self.every >= self.every - self.trial
+        return self.options[1 - self.current if trying else self.current]
+
+    def record(self, seconds: float) -> None:
+        if len(self.options) > 1:
+            phase = self.steps % self.every
+            if phase >= self.every - self.trial:
+                self.tried.append(seconds)
+            elif phase >= self.every - 2 * self.trial:
+                self.recent.append(seconds)
+            if phase == self.every - 1:
+                if self.recent and self.tried and sum(self.tried) < (1 - self.margin) * sum(self.recent):
+                    self.current = 1 - self.current
+                self.recent, self.tried = [], []
+        self.steps += 1
+
+
+def thread_switch(weights, device: torch.device) -> ThreadSwitch:
+    layout, report = choose_layout(weights, device)
+    twin = report.get("twin")
+    return ThreadSwitch(layout, Layout.parse(twin) if twin else None)

@@ -5,7 +5,7 @@ import torch
 
 from charrnn import DecodeSettings
 from charrnn.decode import DecodeLoop, DecodeRequest, step_weights
-from charrnn.layout import REFERENCE, Layout, base_candidates, candidates, choose_layout, same_bits
+from charrnn.layout import REFERENCE, Layout, ThreadSwitch, base_candidates, candidates, choose_layout, same_bits
 from charrnn.sampling import RowSettings, filter_probs
 
 from conftest import make_tiny
@@ -174,3 +174,29 @@ def test_the_bigram_writes_through_the_same_loop_with_no_gates():
         while not probe.done:
             loop.step()
     assert probe.trace(bigram, loop.weights).text == sampled.text and rows
+
+
+def test_the_thread_switch_tries_the_twin_now_and_then_and_keeps_the_faster():
+    two, one = Layout("addmm", 8, 2), Layout("addmm", 8, 2, 1)
+    for twin_seconds, kept in ((0.5, one), (2.0, two)):
+        switch = ThreadSwitch(two, one, every=8, trial=2)
+        used = []
+        for _ in range(16):
+            layout = switch.layout
+            used.append(layout)
+            switch.record(twin_seconds if layout == one else 1.0)
+        assert used[6:8] == [one, one] and switch.layout == kept  # the trial steps, then the choice
+    assert ThreadSwitch(two, None).layout == two
+
+
+def test_switching_threads_mid_run_writes_the_same_text(shipped):
+    two, one = Layout("addmm", 8, 2), Layout("addmm", 8, 2, 1)
+    assert same_bits(step_weights(shipped), one, two, CPU)
+    settings = DecodeSettings(300, 0.8, 0, 0.95, 12)
+    loop = DecodeLoop(shipped, two)
+    loop.threads = ThreadSwitch(two, one, every=6, trial=2)  # a trial every six steps
+    row = loop.add(request(shipped, "ROMEO:", settings))
+    with torch.inference_mode():
+        while not row.done:
+            loop.step()
+    assert_same_trace(row.trace(shipped, loop.weights), shipped.generate("ROMEO:", settings))
