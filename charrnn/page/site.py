@@ -6,6 +6,7 @@ from __future__ import annotations
 from .. import playground as pg
 from ..runs import Recipe, RunCache
 from ..serving import DecodeServer, ServerLimits
+from ..share import ExportFolder
 
 EXAMPLES = [
     ["ROMEO:\n", 300, 0.8, 0, 0.95, 1],
@@ -28,9 +29,20 @@ class Site:
         prompt, *settings = EXAMPLES[0]
         self.opening = Recipe(self.default_key, prompt, pg.check_inputs(self.default_model, prompt, *settings))
         self.opening_trace = self.runs.trace(self.opening, self.default_model)
+        self.exports = ExportFolder()
+        self.timescales: dict = {}  # ModelKey -> [layers, H] unit timescales from the model's atlas, or None
 
     def model(self, key):
         return self.models.get(key)
+
+    def timescale(self, key):
+        """The memory timescales of a loaded model's units (charrnn.playground.unit_timescales), looked up once."""
+        if key not in self.timescales:
+            source, local = self.models.resolve(key.source)
+            while len(self.timescales) >= 2 * self.models.size:  # models no longer loaded
+                self.timescales.pop(next(iter(self.timescales)))
+            self.timescales[key] = pg.unit_timescales(self.model(key), source if local else None)
+        return self.timescales[key]
 
     def trace(self, recipe: Recipe | None):
         """The trace of a visitor's last run (the opening run before their first)."""
