@@ -56,6 +56,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
                 seed = gr.Number(1, precision=0, label="Seed", info="same seed + settings = same text")
                 new_seed = gr.Button("🎲 New seed", size="sm", scale=0, min_width=110)
             run = gr.Button("Generate", variant="primary")
+            draw_figures = gr.Button("Draw the figures", visible="hidden", elem_id="draw-figures")
         with gr.Column(scale=3):
             text = gr.Textbox(site.opening_trace.text, label="Text", lines=16, max_lines=16, interactive=False,
                               buttons=["copy"], elem_id="generated-text", autoscroll=True)
@@ -77,7 +78,8 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
     gr.Examples(EXAMPLES, [prompt, max_new_chars, temperature, top_k, top_p, seed], label="Examples")
 
     gr.Markdown("## Next-character probabilities, step by step\nLeft: the model's distribution (temperature 1). "
-                "Right: what the settings left to sample from. Drag the slider through every step.")
+                "Right: what the settings left to sample from. Drag the slider under the chart through every step "
+                "(or use the arrow keys).")
     probabilities = gr.Plot(opening["probabilities"], label="Next-character probabilities", elem_id="probabilities")
 
     gr.Markdown("## Gates\nEach column is a step (the character read; hover for it), each row a unit, labelled "
@@ -115,37 +117,51 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         unit = gr.Number(0, precision=0, minimum=0, maximum=model.hidden_size - 1, label="Unit")
     unit_text = gr.HTML(opening["unit"], elem_id="unit-text")
 
-    def stream_run(key, model, settings_in):
+    def stream_run(key, model, values):
         """Write a run through the decode server, streaming (text, status, recipe); InputError or ServerBusy
         become a gr.Error."""
         try:
-            settings = pg.check_inputs(model, *settings_in)
-            run = Recipe(key, settings_in[0], settings)
+            settings = pg.check_inputs(model, *values)
+            run = Recipe(key, values[0], settings)
             job = site.server.submit(model, run.request(model))
         except (pg.InputError, ServerBusy) as e:
             raise gr.Error(str(e), title="Cannot generate") from None
         started = time.perf_counter()
-        try:
-            while not job.wait(pg.STREAM_EVERY_S):
-                yield job.text, f"Writing… {job.written:,} characters", gr.skip()
-            job.result()
-        finally:
-            job.cancel()  # a visitor who leaves mid-run frees the row at the next step
-        site.runs.keep(run, job)
+        with site.writing(run, job):  # the figures' event of the same click waits for it (draw_written)
+            try:
+                while not job.wait(pg.STREAM_EVERY_S):
+                    yield job.text, f"Writing… {job.written:,} characters", gr.skip()
+                job.result()
+            finally:
+                job.cancel()  # a visitor who leaves mid-run frees the row at the next step
+            site.runs.keep(run, job)
         yield job.text, pg.summary(job.written, len(job.text), time.perf_counter() - started, model), run
 
     def generate(prompt, max_new_chars, temperature, top_k, top_p, seed, key):
         """Write after the prompt, streaming the text; the API endpoint /generate. The figures follow (draw)."""
         yield from stream_run(key, site.model(key), (prompt, max_new_chars, temperature, top_k, top_p, seed))
 
-    def draw(run, view):
+    def draw(run, view, trace=None):
         """The figures of the visitor's last run (nothing before their first, e.g. a page opened without a link)."""
         if run is None:
             return (gr.skip(),) * (len(figures_out) + 2)
-        trace, view = site.trace(run), replace(view, window=None)
+        trace, view = trace or site.trace(run), replace(view, window=None)
         shown = pg.all_figures(trace, view, site.timescale(run.model))
         return (view, gr.update(choices=window_choices(len(trace.text)), value=-1), shown["probabilities"], shown["reset"],
                 shown["update"], shown["saturation"], shown["surprisal"], shown["unit"])
+
+    def draw_written(prompt, max_new_chars, temperature, top_k, top_p, seed, key, view):
+        """The figures of the run that Generate writes, started with it: drawn as soon as the run is written,
+        not after the text has gone to the browser and a new event come back. Nothing when it is not written
+        (generate says why)."""
+        try:
+            model = site.model(key)
+            settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
+        except (pg.InputError, ModelLoadError):
+            return (gr.skip(),) * (len(figures_out) + 2)
+        run = Recipe(key, prompt, settings)
+        trace = site.written(run)
+        return draw(run, view, trace) if trace is not None else (gr.skip(),) * (len(figures_out) + 2)
 
     def model_controls(key, model):
         choices = layer_choices(model)
@@ -222,13 +238,18 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
     figures_out = [probabilities, reset_plot, update_plot, saturation_plot, surprisal, unit_text]
     draw_out = [view, window, *figures_out]
     limits = site.server.limits
-    # Two events: while the text streams only the text and status change (each streamed update costs the
-    # browser work per output of the event), then the figures are drawn from the run's trace. Every visitor's
-    # request reaches the decode server at once (it batches them); the server bounds how many it takes.
-    run.click(generate, [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key],
-              [text, status, recipe], api_name="generate", show_progress="hidden",
-              concurrency_limit=limits.max_rows + limits.max_waiting
-              ).success(draw, [recipe, view], draw_out, api_visibility="private", show_progress="hidden")
+    # Two events for one click: the text streams in one (only the text and status change: each streamed update
+    # costs the browser work per output of the event); the other waits on the server for the run to be written
+    # and draws its figures from the trace. Every visitor's request reaches the decode server at once (it
+    # batches them); the server bounds how many it takes.
+    # Gradio runs the events of one trigger one after the other: the figures' event has a trigger of its own,
+    # a hidden button the click presses first.
+    settings_in = [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key]
+    run.click(None, js="() => { document.querySelector('#draw-figures').click(); }")
+    run.click(generate, settings_in, [text, status, recipe], api_name="generate", show_progress="hidden",
+              concurrency_limit=limits.max_rows + limits.max_waiting)
+    draw_figures.click(draw_written, [*settings_in, view], draw_out, api_visibility="private",
+                       show_progress="hidden", concurrency_limit=limits.max_rows + limits.max_waiting)
     link_out = [prompt, max_new_chars, temperature, top_k, top_p, seed, model_source, revision, model_key, model_info,
                 gate_layer, unit_layer, unit, max_units, text, status, recipe]
     gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the page's address
@@ -239,14 +260,15 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
     export.click(export_last, recipe, export_files, api_visibility="private")
     # /export takes the settings, as /generate does; the page's button above exports the visitor's last run.
     export_api, export_file = gr.Button(visible=False), gr.File(visible=False)
-    export_api.click(export_run, [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key], export_file,
-                     api_name="export")
+    export_api.click(export_run, settings_in, export_file, api_name="export")
     new_seed.click(None, None, seed, js="() => Math.floor(Math.random() * 2147483647)")
     load.click(load_model, [model_source, revision],
                [model_key, model_info, gate_layer, unit_layer, unit, max_units], api_name="load_model")
     gate_view = [recipe, view, gate_layer, order, max_units, pinned, window]
-    for control in (gate_layer, order, max_units, window):
+    for control in (gate_layer, order, max_units):
         control.change(redraw_gates, gate_view, [view, reset_plot, update_plot], api_visibility="private")
+    # the person's choice only: a new run resets the choices (draw), which must not draw the heatmaps again
+    window.input(redraw_gates, gate_view, [view, reset_plot, update_plot], api_visibility="private")
     pinned.submit(redraw_gates, gate_view, [view, reset_plot, update_plot], api_visibility="private")
     for control in (unit_kind, unit_layer, unit):
         control.change(redraw_unit, [recipe, view, unit_kind, unit_layer, unit], [view, unit_text],
