@@ -5,7 +5,7 @@ repeat), measures in turn:
 
 - /generate alone: the same request through gradio_client (seconds from the call to the text);
 - in headless Chromium: seconds from clicking Generate to the whole text shown, and to every figure drawn
-  (the page's own clock; after the text, the time until the figures' event's result arrives and until all
+  (the page's own clock; after the text, the time until the last of the figures has arrived and until all
   are drawn), and the bytes the browser received for each of the click's two events (the text's,
   /generate, and the figures'): the messages of Gradio's event stream (server-sent events, not compressed)
   for that event, counted in the page as they arrive.
@@ -39,7 +39,7 @@ TEXT_DONE = "t => document.querySelector('#generated-text textarea').value === t
 
 # Counts the bytes of every message of Gradio's event stream (server-sent events over fetch), by event.
 COUNT_EVENT_BYTES = """(() => {
-  window.benchMessages = [];  // [event_id, msg, bytes, arrival (performance.now())]
+  window.benchMessages = [];  // [event_id, msg, bytes, arrival (performance.now()), from the text's event]
   const fetch = window.fetch, encoder = new TextEncoder();
   window.fetch = async (...args) => {
     const response = await fetch(...args);
@@ -58,7 +58,7 @@ COUNT_EVENT_BYTES = """(() => {
           let data = {};
           try { data = JSON.parse(message.replace(/^data: /, "")); } catch (e) {}
           window.benchMessages.push([data.event_id || null, data.msg || null, encoder.encode(message).length,
-                                     performance.now()]);
+                                     performance.now(), message.includes("Writing")]);
         }
       }
     })();
@@ -92,14 +92,15 @@ def time_page(page, prompt: str, chars: int, seed: int, trace) -> dict:
     drawn_at = page.evaluate("performance.now()")
     page.wait_for_timeout(500)  # the tail of the event stream (completion messages) belongs to this click
     events: dict[str, dict] = {}
-    for event_id, msg, size, at in page.evaluate(f"window.benchMessages.slice({first_message})"):
+    for event_id, msg, size, at, writing in page.evaluate(f"window.benchMessages.slice({first_message})"):
         if event_id is not None:
-            event = events.setdefault(event_id, {"bytes": 0})
+            event = events.setdefault(event_id, {"bytes": 0, "text": False})
             event["bytes"] += size
             event[msg] = at
-    # one click, two events: the text's (/generate, it streams) and the figures'
+            event["text"] |= writing
+    # one click, two events: the text's (/generate: "Writing… n characters") and the figures'
     assert len(events) == 2, f"one click made {len(events)} events"
-    text_event, figures_event = sorted(events.values(), key=lambda e: "process_generating" not in e)
+    text_event, figures_event = sorted(events.values(), key=lambda e: not e["text"])
     figures_at = figures_event["process_completed"]
     return {"text_s": (text_at - started) / 1000, "figures_s": (drawn_at - started) / 1000,
             "figures_arrive_s": (figures_at - text_at) / 1000, "figures_browser_s": (drawn_at - max(figures_at, text_at)) / 1000,
@@ -148,11 +149,11 @@ def main(argv=None) -> int:
         app.demo.close()
     print(f"device: {result['device']}; medians of {args.repeats} (300) and {args.long_repeats} (2,000) runs")
     print(f"{'chars':>6} {'/generate alone':>16} {'click->text':>12} {'click->figures':>15} {'ratio':>6}   "
-          f"{'after the text: figures arrive':>30} {'drawn':>7}   {'text event':>11} {'figures event':>14}")
+          f"{'after the text: figures in':>26} {'drawn':>7}   {'text event':>11} {'figures event':>14}")
     for chars in map(str, args.lengths):
         r = result[chars]
         print(f"{chars:>6} {r['generate_s']:>14.2f} s {r['text_s']:>10.2f} s {r['figures_s']:>13.2f} s "
-              f"{r['ratio']:>5.2f}x   {r['figures_arrive_s']:>28.2f} s {r['figures_browser_s']:>5.2f} s   "
+              f"{r['ratio']:>5.2f}x   {r['figures_arrive_s']:>24.2f} s {r['figures_browser_s']:>5.2f} s   "
               f"{r['text_event_bytes'] / 1e3:>8.1f} kB {r['figures_event_bytes'] / 1e3:>11.1f} kB")
     print("ratio: click -> every figure drawn / /generate alone, per run (each run's /generate call just before "
           "its click)")

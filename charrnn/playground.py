@@ -207,11 +207,26 @@ def unit_view(trace: Trace, view: View) -> str:
 
 
 @on_compute_thread
+def text_figures(trace: Trace, view: View) -> dict:
+    return {"probabilities": figures.probability_figure(trace), "surprisal": figures.surprisal_html(trace),
+            "unit": unit_view(trace, view)}
+
+
+@on_compute_thread
+def saturation_figure(trace: Trace):
+    return figures.saturation_figure(trace) if has_gates(trace) else figures.message_figure(NO_GATES)
+
+
+def figures_in_turn(trace: Trace, view: View, timescale=None):
+    """The page's figures of a run, a few at a time ({name: figure}), so that the browser draws the first while
+    the next are built: the probabilities and the coloured texts, the gate saturation, the gate heatmaps."""
+    yield text_figures(trace, view)
+    yield {"saturation": saturation_figure(trace)}
+    yield dict(zip(("reset", "update"), gate_figures(trace, view, timescale)))
+
+
 def all_figures(trace: Trace, view: View, timescale=None) -> dict:
-    reset, update = gate_figures(trace, view, timescale)
-    saturation = figures.saturation_figure(trace) if has_gates(trace) else figures.message_figure(NO_GATES)
-    return {"probabilities": figures.probability_figure(trace), "reset": reset, "update": update,
-            "saturation": saturation, "surprisal": figures.surprisal_html(trace), "unit": unit_view(trace, view)}
+    return {name: figure for part in figures_in_turn(trace, view, timescale) for name, figure in part.items()}
 
 
 def summary(written: int, steps: int, seconds: float, model: CharRNN) -> str:

@@ -22,6 +22,9 @@ def layer_choices(model):
     return [(f"layer {k + 1}", k) for k in range(model.num_layers)]
 
 
+FIGURES = ("probabilities", "reset", "update", "saturation", "surprisal", "unit")  # as draw_out, after view, window
+
+
 def window_choices(steps: int):
     """What the heatmaps may show of a run (figures.windows), -1 standing for the whole run."""
     return [(label, -1 if start is None else start) for label, start in figures.windows(steps)]
@@ -142,13 +145,19 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         yield from stream_run(key, site.model(key), (prompt, max_new_chars, temperature, top_k, top_p, seed))
 
     def draw(run, view, trace=None):
-        """The figures of the visitor's last run (nothing before their first, e.g. a page opened without a link)."""
+        """The figures of the visitor's last run (nothing before their first, e.g. a page opened without a link),
+        sent a few at a time: the browser draws the first while the server builds the next. The last update
+        changes nothing, so that Gradio's closing message does not send a figure again."""
         if run is None:
-            return (gr.skip(),) * (len(figures_out) + 2)
+            yield (gr.skip(),) * len(draw_out)
+            return
         trace, view = trace or site.trace(run), replace(view, window=None)
-        shown = pg.all_figures(trace, view, site.timescale(run.model))
-        return (view, gr.update(choices=window_choices(len(trace.text)), value=-1), shown["probabilities"], shown["reset"],
-                shown["update"], shown["saturation"], shown["surprisal"], shown["unit"])
+        first = True
+        for shown in pg.figures_in_turn(trace, view, site.timescale(run.model)):
+            yield ((view, gr.update(choices=window_choices(len(trace.text)), value=-1)) if first
+                   else (gr.skip(), gr.skip())) + tuple(shown.get(name, gr.skip()) for name in FIGURES)
+            first = False
+        yield (gr.skip(),) * len(draw_out)
 
     def draw_written(prompt, max_new_chars, temperature, top_k, top_p, seed, key, view):
         """The figures of the run that Generate writes, started with it: drawn as soon as the run is written,
@@ -158,10 +167,14 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
             model = site.model(key)
             settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
         except (pg.InputError, ModelLoadError):
-            return (gr.skip(),) * (len(figures_out) + 2)
+            yield (gr.skip(),) * len(draw_out)
+            return
         run = Recipe(key, prompt, settings)
         trace = site.written(run)
-        return draw(run, view, trace) if trace is not None else (gr.skip(),) * (len(figures_out) + 2)
+        if trace is None:
+            yield (gr.skip(),) * len(draw_out)
+            return
+        yield from draw(run, view, trace)
 
     def model_controls(key, model):
         choices = layer_choices(model)
@@ -235,8 +248,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         view = replace(view, unit_kind=kind, unit_layer=int(layer), unit=unit)
         return view, pg.unit_view(trace, view)
 
-    figures_out = [probabilities, reset_plot, update_plot, saturation_plot, surprisal, unit_text]
-    draw_out = [view, window, *figures_out]
+    draw_out = [view, window, probabilities, reset_plot, update_plot, saturation_plot, surprisal, unit_text]
     limits = site.server.limits
     # Two events for one click: the text streams in one (only the text and status change: each streamed update
     # costs the browser work per output of the event); the other waits on the server for the run to be written
