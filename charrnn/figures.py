@@ -3,6 +3,12 @@
 Plotly figures (drawn by gr.Plot in the page) and HTML strings (gr.HTML). Every builder takes a Trace and
 nothing else from the model, so each can be tested without a browser. (text_html also colours a plain string,
 for views of other analyses, such as charrnn.memory_gain's.)
+
+The page's figures are compact, so that 2,000 characters stay light (about 0.4 MB for all of them, against 3 MB
+when every step's bars, every cell's value and every character's span travelled as JSON and HTML): numbers go in
+binary, what a person cannot see is left out (a long run's heatmap is averaged to the pixels it has), and what
+follows from other numbers is derived in the browser by the page's script, charrnn/page.js (the slider's bars
+and titles, the colours and titles of the coloured texts). Each such function names its counterpart here.
 """
 
 from __future__ import annotations

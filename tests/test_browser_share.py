@@ -98,6 +98,20 @@ def test_a_link_to_a_model_the_page_may_not_load_falls_back_to_its_own(open_page
     page.wait_for_function(DRAWN, arg=expected_page(trace), timeout=120_000, polling=50)
 
 
+def test_a_link_to_a_model_the_page_may_load_writes_with_it(open_page, tmp_path, monkeypatch):
+    from conftest import make_tiny
+
+    monkeypatch.setenv("CHARRNN_MODEL_DIRS", str(tmp_path))  # the page loads local folders only from these
+    tiny = make_tiny()
+    tiny.save_pretrained(tmp_path / "tiny")
+    page = open_page(f"?model={quote(str(tmp_path / 'tiny'))}&prompt=ROMEO&chars=50&seed=9")
+    trace = tiny.generate("ROMEO", DecodeSettings(50, 0.8, 0, 0.95, 9))
+    page.wait_for_function(DRAWN, arg=expected_page(trace), timeout=120_000, polling=50)
+    page.locator("button.label-wrap", has_text="Model").click()  # open the Model accordion
+    assert "GRU 2 × 16" in page.locator("#model-info").inner_text()
+    assert page.get_by_label("Hub repo id or local folder").input_value() == str(tmp_path / "tiny")
+
+
 def test_copy_link_gives_the_visitors_run_and_the_link_opens_it(open_page, shipped, app_url):
     page = open_page()
     trace = shipped.generate("KING:\nWhat", DecodeSettings(60, 0.8, 0, 0.95, 12))

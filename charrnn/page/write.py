@@ -252,10 +252,9 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
     limits = site.server.limits
     # Two events for one click: the text streams in one (only the text and status change: each streamed update
     # costs the browser work per output of the event); the other waits on the server for the run to be written
-    # and draws its figures from the trace. Every visitor's request reaches the decode server at once (it
-    # batches them); the server bounds how many it takes.
-    # Gradio runs the events of one trigger one after the other: the figures' event has a trigger of its own,
-    # a hidden button the click presses first.
+    # and sends its figures from the trace. Gradio runs the events of one trigger one after the other, so the
+    # figures' event has a trigger of its own, a hidden button the click presses first. Every visitor's request
+    # reaches the decode server at once (it batches them); the server bounds how many it takes.
     settings_in = [prompt, max_new_chars, temperature, top_k, top_p, seed, model_key]
     run.click(None, js="() => { document.querySelector('#draw-figures').click(); }")
     run.click(generate, settings_in, [text, status, recipe], api_name="generate", show_progress="hidden",
