@@ -219,10 +219,10 @@ def saturation_figure(trace: Trace):
 
 def figures_in_turn(trace: Trace, view: View, timescale=None):
     """The page's figures of a run, a few at a time ({name: figure}), so that the browser draws the first while
-    the next are built: the probabilities and the coloured texts, the gate saturation, the gate heatmaps."""
+    the next are built: the probabilities and the coloured texts, the gate heatmaps, the gate saturation."""
     yield text_figures(trace, view)
-    yield {"saturation": saturation_figure(trace)}
     yield dict(zip(("reset", "update"), gate_figures(trace, view, timescale)))
+    yield {"saturation": saturation_figure(trace)}
 
 
 def all_figures(trace: Trace, view: View, timescale=None) -> dict:
