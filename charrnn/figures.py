@@ -254,7 +254,7 @@ def gate_figure(trace: Trace, kind: str, layer: int, order: str = "variance", ma
     """Heatmap of one layer's reset gates, update gates or hidden states: x = step (the character read),
     y = unit, labelled "L3 u99 (τ 12)" with the unit's memory timescale when `timescale` ([H] of this layer)
     is given. The rows are heatmap_rows(trace, layer, order, max_units, pinned, window) (or `rows`, when the
-    caller has them already): pinned units marked 📌 and a line under them, for order "signal" each group of
+    caller has them already): pinned units marked ★ and a line under them, for order "signal" each group of
     units that follow the same signal named at its first row. x covers the whole run (a few steps averaged
     per column when it is long) or MAX_COLUMNS steps from `window` (see step_columns).
 
@@ -273,7 +273,7 @@ def gate_figure(trace: Trace, kind: str, layer: int, order: str = "variance", ma
         shown = np.add.reduceat(shown, edges, axis=0) / np.diff(np.append(edges, stop - start))[:, None]
     low, high = (-1.0, 1.0) if kind == "hidden" else (0.0, 1.0)
     labels = unit_labels(layer + 1, units, None if timescale is None else timescale)
-    labels = [("📌 " if u in pinned else "") + label for u, label in zip(units, labels)]
+    labels = [("★ " if u in pinned else "") + label for u, label in zip(units, labels)]
     x = column_labels(trace.text, start, stop, per)
     figure = go.Figure(go.Heatmap(
         z=quantise(shown.T, low, high), x=x, y=labels, zmin=low, zmax=high,
@@ -281,14 +281,15 @@ def gate_figure(trace: Trace, kind: str, layer: int, order: str = "variance", ma
                                            yanchor="bottom", ypad=4, tickfont=dict(size=10)),
         hovertemplate="%{y}<br>step %{x}<br>" + kind + (" (mean)" if per > 1 else "") + " = %{z:.3f}<extra></extra>"))
     picked = f"{len(units)} of {hidden} units" + ("" if order == "index" else f", {ORDERS[order]} by h_t")
-    picked += f"; {per} steps per column" if per > 1 else ""
+    picked += f"; {per} steps per column" if per > 1 else "" if (start, stop) == (0, steps) else f"; steps {start:,}–{stop - 1:,}"
     tickvals, ticktext = step_ticks(trace.text, start, stop, per)
     rows_px = max(3, min(14, 800 // len(units)))
     figure.update_layout(
-        template=TEMPLATE, height=150 + rows_px * len(units),
-        margin=dict(l=150, r=150 if order == "signal" else 30, t=70, b=50),
+        template=TEMPLATE, height=170 + rows_px * len(units),
+        margin=dict(l=150, r=150 if order == "signal" else 30, t=110, b=50),
+        # under the label Gradio puts over the plot's top left corner, above the colour bar
         title=dict(text=f"{GATES[kind]}, layer {layer + 1} <span style='font-size:12px;color:#666'>({picked})</span>",
-                   x=0.01),
+                   x=0.01, y=1.0, yref="container", yanchor="top", pad=dict(t=38)),
         xaxis=dict(type="category", title="step: character read (hover for the step)", tickangle=0,
                    tickmode="array", tickvals=[x[i] for i in tickvals], ticktext=ticktext),
         yaxis=dict(type="category", autorange="reversed", tickfont=dict(size=min(12, max(8, rows_px - 2)))),

@@ -113,7 +113,7 @@ def test_heatmap_rows_grouped_by_signal_labelled_with_timescales_and_pinned_on_t
     figure = figures.gate_figure(trace, "reset", layer=2, order="signal", max_units=30, pinned=(99, 337, 99),
                                  timescale=timescale)
     labels = list(figure.data[0].y)
-    assert labels[:2] == ["📌 L3 u99 (τ 10)", "📌 L3 u337 (τ 33)"]
+    assert labels[:2] == ["★ L3 u99 (τ 10)", "★ L3 u337 (τ 33)"]
     rest = [u for u in expected["units"] if u not in (99, 337)][:28]
     assert labels[2:] == [f"L3 u{u} (τ {format_timescale(timescale[u])})" for u in rest]
     lines = [s.y0 for s in figure.layout.shapes if s.type == "line" and s.y0 == s.y1]
@@ -172,6 +172,7 @@ def test_long_runs_are_averaged_per_column_and_windows_show_every_step(long):
     window = figures.gate_figure(long, "update", layer=0, order="index", max_units=64, window=1500)
     z = figures.heatmap_values(window)
     assert z.shape == (64, 500) and window.data[0].x[0] == f"1500 {visible_char(long.text[1500])}"
+    assert "steps 1,500–1,999" in window.layout.title.text
     assert np.abs(z - update[1500:2000, :64].T).max() <= 1.01 / figures.QUANTUM
     assert [w for _, w in figures.windows(steps)] == [None, 0, 500, 1000, 1500, 2000]
     assert figures.windows(300) == [("all 300 steps", None)]
