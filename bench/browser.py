@@ -21,12 +21,13 @@ DRAWN = """(expected) => {
   const p = plot('probabilities'), r = plot('reset-gate'), u = plot('update-gate'), s = plot('saturation');
   const spans = id => Array.from(document.querySelectorAll(`#${id} .charrnn-text span`));
   const ready = document.querySelector('#generated-text textarea').value === expected.text
-    && p && p._fullLayout && p.layout.sliders[0].steps.length === expected.steps
-    && p.layout.sliders[0].steps[expected.steps - 1].args[1]['title.text'] === expected.last_title
+    && p && p._fullLayout && p.charrnnBars && p.charrnnBars.steps === expected.steps
+    && p.charrnnBars.at(expected.steps - 1).title === expected.last_title
+    && p.nextElementSibling && +p.nextElementSibling.max === expected.steps - 1
     && r && r._fullData && Array.from(r.data[0].x).join('|') === expected.labels
     && u && u._fullData && Array.from(u.data[0].x).join('|') === expected.labels
     && s && s._fullData && s._fullData.length > 0
-    && Math.abs(s._fullData[0].x[0] - expected.first_saturation) < 1e-9
+    && Math.abs(s._fullData[0].x[0] - expected.first_saturation) < 1e-6
     && spans('surprisal').length === expected.steps && spans('unit-text').length === expected.steps
     && !document.querySelector('.generating');
   return ready && new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));
@@ -36,7 +37,8 @@ DRAWN = """(expected) => {
 @pg.on_compute_thread  # like the app's own torch work: torch work on this thread would slow the server measured
 def expected_page(trace: Trace) -> dict:
     saturation = figures.saturation_figure(trace).data[0].x[0]
-    return {"text": trace.text, "steps": len(trace.text), "labels": "|".join(figures.step_labels(trace)),
+    labels = figures.column_labels(trace.text, *figures.step_columns(len(trace.text)))  # the whole run's columns
+    return {"text": trace.text, "steps": len(trace.text), "labels": "|".join(labels),
             "last_title": figures.context(trace, len(trace.text) - 1), "first_saturation": float(saturation)}
 
 
@@ -46,12 +48,16 @@ def set_number(page, label: str, value) -> None:
     field.press("Enter")
 
 
-def generate_in_page(page, prompt: str, chars: int, seed: int, trace: Trace, timeout_s: float = 180) -> float:
-    """Fill the settings, click Generate and wait until every figure shows `trace`; returns the seconds from
-    the click to all figures drawn, measured by the page's own clock."""
+def fill_settings(page, prompt: str, chars: int, seed: int) -> None:
     page.get_by_label("Prompt").fill(prompt)
     set_number(page, "number input for Characters to write", chars)
     set_number(page, "Seed", seed)
+
+
+def generate_in_page(page, prompt: str, chars: int, seed: int, trace: Trace, timeout_s: float = 180) -> float:
+    """Fill the settings, click Generate and wait until every figure shows `trace`; returns the seconds from
+    the click to all figures drawn, measured by the page's own clock."""
+    fill_settings(page, prompt, chars, seed)
     page.wait_for_timeout(100)  # let the inputs settle before the clock starts
     started = page.evaluate("performance.now()")
     page.get_by_role("button", name="Generate").click()

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
 
 from . import figures
 from .gates import Trace
@@ -20,7 +23,10 @@ SHIPPED_MODEL = shipped_model()  # weights/tiny-shakespeare, in a checkout or an
 MAX_NEW_CHARS = 2000  # the page's caps; the library has none
 MAX_PROMPT_CHARS = 2000  # a run records every step it reads: the prompt is bounded like what is written
 MAX_TEMPERATURE = 5.0
-STREAM_EVERY_S = float(os.environ.get("CHARRNN_STREAM_EVERY_S", 0.25))  # how often the page receives the growing text
+# The page's sliders (a link's values must fit them too: Gradio refuses a slider value outside its range).
+PAGE_MAX_TEMPERATURE, PAGE_MIN_TOP_P = 2.0, 0.01
+MAX_PINNED = 32
+STREAM_EVERY_S = 0.25  # how often the page receives the growing text (more often slows 2-core machines)
 MAX_SOURCE_CHARS, MAX_REVISION_CHARS = 500, 200
 
 
@@ -38,7 +44,11 @@ DRAW_EACH_PLOT_ONCE = """<script>
     const draw = (plot, args) => {
       const shown = plot.isConnected;
       counts[shown ? "drawn" : "skipped"] += 1;
-      return shown ? react.call(plotly, plot, ...args) : Promise.resolve(plot);
+      if (!shown) return Promise.resolve(plot);
+      const page = window.charrnnPage;  // charrnn/page.js: compact figures expanded, heatmap clicks
+      if (page) page.expand(args[0], args[1]);
+      const done = react.call(plotly, plot, ...args);
+      return page ? Promise.resolve(done).then((result) => { page.drawn(plot); return result; }) : done;
     };
     plotly.react = (plot, ...args) => plot._fullLayout
       ? new Promise((done) => setTimeout(() => done(draw(plot, args)), 0))
@@ -51,6 +61,11 @@ DRAW_EACH_PLOT_ONCE = """<script>
                                            set: (plotly) => { patch(plotly); current = plotly; }});
 })();
 </script>"""
+
+
+# The rest of the page's script: the compact figures and texts of charrnn.figures expanded in the browser.
+PAGE_SCRIPT = f"<script>\n{(Path(__file__).with_name('page.js')).read_text(encoding='utf-8')}</script>"
+HEAD = DRAW_EACH_PLOT_ONCE + PAGE_SCRIPT
 
 
 def default_model() -> str:
@@ -75,7 +90,7 @@ def whole_number(value, name: str, low: int, high: int) -> int:
     if isinstance(value, str):
         value = value.strip()
         try:
-            value = float(value)
+            value = int(value) if value.lstrip("+-").isdigit() else float(value)  # int(): seeds up to 2**63 - 1
         except ValueError:
             raise InputError(f"{name} must be a whole number from {low:,} to {high:,}, not {value!r}") from None
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) \
@@ -85,6 +100,7 @@ def whole_number(value, name: str, low: int, high: int) -> int:
 
 
 def number(value, name: str, low: float, high: float, low_open: bool = False) -> float:
+    given = value
     if isinstance(value, str):
         try:
             value = float(value)
@@ -94,18 +110,23 @@ def number(value, name: str, low: float, high: float, low_open: bool = False) ->
            or not math.isfinite(value) or value > high or (value <= low if low_open else value < low))
     if bad:
         interval = f"{'above' if low_open else 'from'} {low:g} {'up to' if low_open else 'to'} {high:g}"
-        raise InputError(f"{name} must be a number {interval}, not {value!r}")
+        raise InputError(f"{name} must be a number {interval}, not {given!r}")
     return float(value)
 
 
-def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_p, seed) -> DecodeSettings:
-    """The page's inputs as DecodeSettings, or InputError naming what is wrong and what is allowed."""
+def check_prompt(model: CharRNN, prompt) -> str:
     if not isinstance(prompt, str) or not prompt:
         raise InputError("The prompt is empty: type at least one character for the model to start from")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise InputError(f"The prompt is {len(prompt):,} characters long; the page takes at most "
                          f"{MAX_PROMPT_CHARS:,} (the library has no limit)")
     check_known(model, prompt)
+    return prompt
+
+
+def check_inputs(model: CharRNN, prompt, max_new_chars, temperature, top_k, top_p, seed) -> DecodeSettings:
+    """The page's inputs as DecodeSettings, or InputError naming what is wrong and what is allowed."""
+    check_prompt(model, prompt)
     return DecodeSettings(
         max_new_chars=whole_number(max_new_chars, "Number of characters", 1, MAX_NEW_CHARS),
         temperature=number(temperature, "Temperature", 0, MAX_TEMPERATURE),
@@ -130,15 +151,30 @@ class View:
     layer: int = 0  # 0-based
     order: str = "variance"
     max_units: int = 64
+    pinned: tuple[int, ...] = ()  # units shown first
+    window: int | None = None  # None: the whole run; else MAX_COLUMNS steps from this one (figures.step_columns)
     unit_kind: str = "hidden"
     unit_layer: int = 0
     unit: int = 0
 
     def fitted(self, trace: Trace) -> "View":
-        """The view clamped to the trace's model (a smaller model may have fewer layers or units)."""
-        layers, _, hidden = trace.hidden.shape
+        """The view clamped to the trace's model (a smaller model may have fewer layers or units) and run."""
+        layers, steps, hidden = trace.hidden.shape
+        window = self.window if self.window is not None and self.window < steps else None
         return replace(self, layer=min(self.layer, layers - 1), unit_layer=min(self.unit_layer, layers - 1),
-                       unit=min(self.unit, hidden - 1))
+                       unit=min(self.unit, hidden - 1), pinned=tuple(u for u in self.pinned if u < hidden),
+                       window=window)
+
+
+def pinned_units(text, hidden: int) -> tuple[int, ...]:
+    """ "99, 337" -> (99, 337): the units to pin on top of the heatmaps, or InputError saying what is allowed."""
+    text = (text or "").strip()
+    if len(text) > 400:
+        raise InputError(f"Pinned units: at most {MAX_PINNED} unit numbers, separated by commas or spaces")
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if len(parts) > MAX_PINNED:
+        raise InputError(f"Pinned units: at most {MAX_PINNED}, not {len(parts)}")
+    return tuple(dict.fromkeys(whole_number(p, "Pinned unit", 0, hidden - 1) for p in parts))
 
 
 NO_GATES = ("This model has no recurrent layers, so it has no gates: each next character depends on the last "
@@ -149,13 +185,29 @@ def has_gates(trace: Trace) -> bool:
     return trace.hidden.shape[0] > 0
 
 
+def unit_timescales(model, folder) -> "np.ndarray | None":
+    """[layers, H] memory timescales of the model's units from the atlas in its folder (charrnn.atlas), or None
+    when there is no atlas that matches it (a Hub model, a folder without one; none is built here)."""
+    from .atlas import AtlasError, atlas_for
+
+    if folder is None:
+        return None
+    try:
+        return atlas_for(model, folder, build=False).timescale
+    except (AtlasError, OSError):
+        return None
+
+
 @on_compute_thread
-def gate_figures(trace: Trace, view: View):
+def gate_figures(trace: Trace, view: View, timescale=None):
+    """The reset and update gate heatmaps; `timescale` [layers, H] labels the units (unit_timescales)."""
     if not has_gates(trace):
         return figures.message_figure(NO_GATES), figures.message_figure(NO_GATES)
     view = view.fitted(trace)
-    return (figures.gate_figure(trace, "reset", view.layer, view.order, view.max_units),
-            figures.gate_figure(trace, "update", view.layer, view.order, view.max_units))
+    layer_timescale = None if timescale is None else timescale[view.layer]
+    rows = figures.heatmap_rows(trace, view.layer, view.order, view.max_units, view.pinned, view.window)
+    return tuple(figures.gate_figure(trace, kind, view.layer, view.order, pinned=view.pinned, rows=rows,
+                                     timescale=layer_timescale, window=view.window) for kind in ("reset", "update"))
 
 
 @on_compute_thread
@@ -167,11 +219,26 @@ def unit_view(trace: Trace, view: View) -> str:
 
 
 @on_compute_thread
-def all_figures(trace: Trace, view: View) -> dict:
-    reset, update = gate_figures(trace, view)
-    saturation = figures.saturation_figure(trace) if has_gates(trace) else figures.message_figure(NO_GATES)
-    return {"probabilities": figures.probability_figure(trace), "reset": reset, "update": update,
-            "saturation": saturation, "surprisal": figures.surprisal_html(trace), "unit": unit_view(trace, view)}
+def text_figures(trace: Trace, view: View) -> dict:
+    return {"probabilities": figures.probability_figure(trace), "surprisal": figures.surprisal_html(trace),
+            "unit": unit_view(trace, view)}
+
+
+@on_compute_thread
+def saturation_figure(trace: Trace):
+    return figures.saturation_figure(trace) if has_gates(trace) else figures.message_figure(NO_GATES)
+
+
+def figures_in_turn(trace: Trace, view: View, timescale=None):
+    """The page's figures of a run, a few at a time ({name: figure}), so that the browser draws the first while
+    the next are built: the probabilities and the coloured texts, the gate heatmaps, the gate saturation."""
+    yield text_figures(trace, view)
+    yield dict(zip(("reset", "update"), gate_figures(trace, view, timescale)))
+    yield {"saturation": saturation_figure(trace)}
+
+
+def all_figures(trace: Trace, view: View, timescale=None) -> dict:
+    return {name: figure for part in figures_in_turn(trace, view, timescale) for name, figure in part.items()}
 
 
 def summary(written: int, steps: int, seconds: float, model: CharRNN) -> str:

@@ -47,6 +47,14 @@ class RunCache:
         self.entries: OrderedDict[Recipe, object] = OrderedDict()
         self.lock = threading.Lock()
 
+    def has(self, recipe: Recipe) -> bool:
+        with self.lock:
+            return recipe in self.entries
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
     def keep(self, recipe: Recipe, job) -> None:
         """Remember a finished job's run (its records; the gates are computed when first asked for)."""
         self._store(recipe, job)

@@ -70,9 +70,10 @@ def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bar
 
     before = probability_state(page)
     assert before["title"].startswith("step 7 (generated)")
-    slider = page.locator("#probabilities .slider-rail-touch-rect")
-    slider.scroll_into_view_if_needed()
-    rail = slider.bounding_box()
+    stepper = page.locator("#probabilities input.charrnn-step")
+    assert stepper.get_attribute("max") == str(len(trace.text) - 1) and stepper.input_value() == "7"
+    stepper.scroll_into_view_if_needed()
+    rail = stepper.bounding_box()
     page.mouse.click(rail["x"] + rail["width"] * 0.5, rail["y"] + rail["height"] / 2)
     page.wait_for_function("t => document.querySelector('#probabilities .js-plotly-plot').layout.title.text !== t",
                            arg=before["title"], timeout=10_000)
@@ -80,6 +81,19 @@ def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bar
     assert after["title"] != before["title"] and (after["x"], after["y"]) != (before["x"], before["y"])
     step = int(after["title"].split()[1])
     assert 80 < step < 130 and after["bars"] == 24
+    # one step at a time with the keyboard, through to the last step
+    stepper.press("ArrowRight")
+    page.wait_for_function("t => document.querySelector('#probabilities .js-plotly-plot').layout.title.text"
+                           ".startsWith(`step ${t} `)", arg=step + 1, timeout=10_000)
+    stepper.press("End")
+    page.wait_for_function("t => document.querySelector('#probabilities .js-plotly-plot').layout.title.text"
+                           ".startsWith(`step ${t} `)", arg=len(trace.text) - 1, timeout=10_000)
+    last = probability_state(page)
+    t = len(trace.text) - 1
+    top = trace.probs[t].topk(12)
+    assert last["x"] == [{" ": "␣", "\n": "↵"}.get(trace.vocab[i], trace.vocab[i]) for i in top.indices.tolist()]
+    assert last["y"] == pytest.approx(top.values.tolist(), abs=1e-4)
+    assert last["title"].endswith("→ <b>(end)</b>")
 
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "playground.png"), full_page=True)

@@ -24,13 +24,14 @@ CSS = """
 """
 # No run history: it would copy every run's figures (megabytes) into the browser's localStorage. Enough worker
 # threads for every visitor the decode server takes at once (each streaming visitor holds one while it waits).
-LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.DRAW_EACH_PLOT_ONCE + CLICK_A_CHARACTER, show_error=True,
-              run_history=False, max_threads=160)
+LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.HEAD + CLICK_A_CHARACTER, show_error=True, run_history=False,
+              max_threads=160)
 
 
 def build_demo(site: Site | None = None) -> gr.Blocks:
     site = site or Site()
-    with gr.Blocks(title="charrnn: watch a GRU write") as demo:
+    # Files handed to visitors (exports) are removed from Gradio's cache after 15 minutes.
+    with gr.Blocks(title="charrnn: watch a GRU write", delete_cache=(300, 900)) as demo:
         model_key = gr.State(site.default_key)
         gr.Markdown(
             "# charrnn: watch a character-level GRU write\n"

@@ -3,9 +3,14 @@ the run the page opens with."""
 
 from __future__ import annotations
 
+import threading
+import time
+from contextlib import contextmanager
+
 from .. import playground as pg
 from ..runs import Recipe, RunCache
 from ..serving import DecodeServer, ServerLimits
+from ..share import ExportFolder
 
 EXAMPLES = [
     ["ROMEO:\n", 300, 0.8, 0, 0.95, 1],
@@ -28,9 +33,55 @@ class Site:
         prompt, *settings = EXAMPLES[0]
         self.opening = Recipe(self.default_key, prompt, pg.check_inputs(self.default_model, prompt, *settings))
         self.opening_trace = self.runs.trace(self.opening, self.default_model)
+        self.exports = ExportFolder()
+        self.timescales: dict = {}  # ModelKey -> [layers, H] unit timescales from the model's atlas, or None
+        self.being_written: dict[Recipe, object] = {}  # runs whose text is streaming -> their Job
+        self.changed = threading.Condition()
 
     def model(self, key):
         return self.models.get(key)
+
+    def timescale(self, key):
+        """The memory timescales of a loaded model's units (charrnn.playground.unit_timescales), looked up once."""
+        if key not in self.timescales:
+            source, local = self.models.resolve(key.source)
+            while len(self.timescales) >= 2 * self.models.size:  # models no longer loaded
+                self.timescales.pop(next(iter(self.timescales)))
+            self.timescales[key] = pg.unit_timescales(self.model(key), source if local else None)
+        return self.timescales[key]
+
+    @contextmanager
+    def writing(self, recipe: Recipe, job):
+        """While a visitor's run streams, its job can be found by its recipe (written, below)."""
+        with self.changed:
+            self.being_written[recipe] = job
+            self.changed.notify_all()
+        try:
+            yield job
+        finally:
+            with self.changed:
+                if self.being_written.get(recipe) is job:
+                    del self.being_written[recipe]
+                self.changed.notify_all()
+
+    def written(self, recipe: Recipe, start_timeout: float = 10.0):
+        """The trace of a run another event of the same click is writing, as soon as it is written: the figures
+        start then, not a round trip through the browser later. None when no run with this recipe starts within
+        `start_timeout` seconds (it was refused) or it fails or is cancelled. Runs with the same recipe are the
+        same run (decoding is deterministic): any of them will do."""
+        deadline = time.monotonic() + start_timeout
+        with self.changed:
+            while (job := self.being_written.get(recipe)) is None and not self.runs.has(recipe):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.changed.wait(remaining)
+        if job is not None:
+            job.wait()
+            if job.error is not None or job.row is None:
+                return None
+            self.runs.keep(recipe, job)
+        return self.runs.trace(recipe, self.model(recipe.model))
 
     def trace(self, recipe: Recipe | None):
         """The trace of a visitor's last run (the opening run before their first)."""
