@@ -156,11 +156,21 @@ def test_clicking_a_heatmap_row_names_the_unit(open_page):
     page.mouse.move(x, y, steps=10)  # plotly clicks the point it hovers
     page.wait_for_function("y => (document.querySelector('#update-gate .js-plotly-plot')._hoverdata || [])"
                            ".some(p => p.y === y)", arg=first_row, timeout=10_000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    plot.screenshot(path=str(ARTIFACTS / "heatmap.png"))
     page.mouse.click(x, y)
     page.wait_for_function("() => document.querySelector('#heatmap-unit textarea, #heatmap-unit input').value",
                            timeout=10_000)
     value = page.locator("#heatmap-unit textarea, #heatmap-unit input").first.input_value()
     assert value == f"L1 update {unit}"
-    ARTIFACTS.mkdir(exist_ok=True)
-    plot.screenshot(path=str(ARTIFACTS / "heatmap.png"))
+    # The click opens the unit's profile on the Units tab; from there the unit can be forced in What-if.
+    page.wait_for_function("u => document.querySelector('#profile-summary').innerText.includes(`L1 u${u}, update gate`)",
+                           arg=unit, timeout=60_000)
+    assert page.locator("#profile-summary").is_visible()
+    page.locator("#force-in-whatif").click()
+    page.wait_for_function("u => (document.querySelector('#force-unit input') || {}).value === u", arg=unit,
+                           timeout=30_000)
+    assert page.locator("#force-layer input").input_value() == "1"
+    assert page.locator("#force-kind input").input_value() == "update gate z_t"
+    assert page.locator("#force-button").is_visible()
     assert page.errors == []

@@ -37,12 +37,20 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
             "# charrnn: watch a character-level GRU write\n"
             "Type a prompt, choose how to pick each next character, and watch the model write. Then step through "
             "what it predicted at every character, and how its reset and update gates responded.")
-        with gr.Tab("Write", id="write"):
-            write = write_tab(site, model_key)
-        with gr.Tab("Units", id="units"):
-            demo.units = units_tab(site, model_key)
-        with gr.Tab("What-if", id="whatif"):
-            whatif_tab(site, model_key, write)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Write", id="write"):
+                write = write_tab(site, model_key)
+            with gr.Tab("Units", id="units"):
+                demo.units = units = units_tab(site, model_key)
+            with gr.Tab("What-if", id="whatif"):
+                whatif = whatif_tab(site, model_key, write)
+        # Between the tabs: a heatmap row clicked on the Write tab opens that unit's profile; a profiled unit can
+        # be forced in What-if. Each writes a unit's name ("L3 hidden 99") into the other tab's hidden textbox.
+        write["heatmap_unit"].change(lambda name: (name, gr.Tabs(selected="units")), write["heatmap_unit"],
+                                     [units["open_profile"], tabs], api_visibility="private")
+        units["force"].click(lambda layer, kind, unit: (f"L{layer} {kind} {int(unit or 0)}", gr.Tabs(selected="whatif")),
+                             [units["layer"], units["kind"], units["unit"]], [whatif["unit_to_force"], tabs],
+                             api_visibility="private")
     limits = site.server.limits
     demo.queue(default_concurrency_limit=2, max_size=limits.max_rows + limits.max_waiting + 32)
     demo.site = site

@@ -201,7 +201,10 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
         kind = gr.Radio(KIND_CHOICES, value=first["kind"] if first else "hidden", label="Kind", scale=3)
         unit = gr.Number(first["unit"] if first else 0, precision=0, minimum=0, maximum=hidden - 1,
                          label=f"Unit (0–{hidden - 1})", elem_id="profile-unit", scale=1)
-    show = gr.Button("Show profile", elem_id="show-profile", size="md")
+    with gr.Row():
+        show = gr.Button("Show profile", elem_id="show-profile", size="md")
+        # Wired by the page to the What-if tab: a correlation is a hypothesis, forcing the unit tests it.
+        force = gr.Button("Force this unit in What-if →", elem_id="force-in-whatif", size="md")
     open_profile = gr.Textbox(visible="hidden", elem_id="unit-to-profile", label="Unit to open")
     profile_json = gr.JSON(opening_profile, visible=False, label="unit_profile")
     summary, histogram, pushes, contexts = profile_view(opening_profile)
@@ -329,4 +332,4 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
     timer.tick(refresh, [model_key, shown], model_parts, **private)
     model_key.change(refresh, [model_key, shown], model_parts, **private)
     return {"open_profile": open_profile, "text": text, "found": found_json, "profile": profile_json,
-            "layer": layer, "kind": kind, "unit": unit, "service": service}
+            "layer": layer, "kind": kind, "unit": unit, "force": force, "service": service}
