@@ -26,7 +26,7 @@ import torch
 from .gates import StepWeights, Trace, build_trace
 from .interventions import Intervention, step_forces
 from .layout import Layout, ThreadSwitch, choose_layout, thread_switch
-from .sampling import DecodeSettings, RowSettings, filter_probs, race, race_noise
+from .sampling import DecodeSettings, RowSettings, filter_probs, filter_rows, race, race_noise
 
 GRAPH_CACHE_SIZE = 8
 
@@ -176,7 +176,7 @@ class DecodeLoop:
         with layout.threads_set():
             _, logits = self.weights.step(layout, tokens, batch.state(), batch.scratch, forces,
                                           h_out=batch.history[slot], logits_out=batch.logits[slot])
-            filtered = filter_probs(logits[: len(rows)], batch.settings, out=batch.filtered[slot])
+            filtered = filter_rows(logits[: len(rows)], batch.settings, batch.filtered[slot])
             if any(draws):
                 noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
                                      for row, draw in zip(rows, draws)])

@@ -67,18 +67,12 @@ class Layout:
             raise ValueError(f"{LAYOUT_ENV} must look like 'addmm/8/2' or 'addmm/8/2/1t' "
                              f"(method/group/min_rows[/threads]): {e}") from None
 
-    @contextlib.contextmanager
     def threads_set(self):
-        """Run the enclosed steps with this layout's thread count, and restore the process's after."""
-        before = torch.get_num_threads()
-        if not self.threads or self.threads == before:
-            yield
-            return
-        torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+        """A context that runs the enclosed steps with this layout's thread count and restores the process's after
+        (nothing to do, and nothing done, when they are the same: the usual case, once per step)."""
+        if not self.threads or self.threads == torch.get_num_threads():
+            return NO_CHANGE
+        return ThreadCount(self.threads)
 
     def padded_rows(self, rows: int) -> int:
         """How many rows the step computes for `rows` real ones (the rest are padding, discarded)."""
@@ -117,6 +111,21 @@ class Layout:
             end = min(rows, start + self.group)
             torch.addmm(bias, x[start:end], weight.t(), out=out[start:end])
         return out
+
+
+NO_CHANGE = contextlib.nullcontext()
+
+
+class ThreadCount:
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
 
 
 REFERENCE = Layout("addmm", 2, 2)

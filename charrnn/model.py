@@ -67,8 +67,9 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: to
     layer and the next step see it.
     """
     hidden = h_prev.shape[-1]
-    gi_rz, gi_n = gi.split((2 * hidden, hidden), dim=-1)
-    gh_rz, gh_n = gh.split((2 * hidden, hidden), dim=-1)
+    # split_with_sizes, not split: Tensor.split is a Python wrapper, and this runs three times per decode step
+    gi_rz, gi_n = gi.split_with_sizes((2 * hidden, hidden), dim=-1)
+    gh_rz, gh_n = gh.split_with_sizes((2 * hidden, hidden), dim=-1)
     reset_gate, update_gate = torch.add(gi_rz, gh_rz).sigmoid_().chunk(2, dim=-1)
     for force in forces:
         if force.kind != "hidden":

@@ -100,6 +100,7 @@ def filter_probs(logits: torch.Tensor, settings, out: torch.Tensor | None = None
 def filter_rows(logits: torch.Tensor, settings: RowSettings, out: torch.Tensor) -> torch.Tensor:
     """filter_probs on [rows, vocab] with one RowSettings row per logits row."""
     results = {}
+    single = len(settings.paths) == 1  # one path: it writes into `out` itself
     if settings.paths != ["greedy"]:
         probs = torch.softmax(logits / settings.temperature, dim=-1)
         if "plain" in settings.paths:
@@ -108,13 +109,14 @@ def filter_rows(logits: torch.Tensor, settings: RowSettings, out: torch.Tensor) 
             kth = probs.topk(settings.largest_k, dim=-1).values.gather(-1, (settings.top_k - 1).clamp_max(
                 settings.largest_k - 1))
             kept = torch.where(probs >= kth, probs, 0.0)
-            results["top_k"] = kept / kept.sum(-1, keepdim=True)
+            results["top_k"] = torch.div(kept, kept.sum(-1, keepdim=True), out=out if single else None)
         if "sorted" in settings.paths:
-            results["sorted"] = sorted_filter(probs, settings)
+            results["sorted"] = sorted_filter(probs, settings, out if single else torch.empty_like(probs))
     if "greedy" in settings.paths:
-        results["greedy"] = torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-    if len(results) == 1:
-        return out.copy_(next(iter(results.values())))
+        results["greedy"] = (out if single else torch.empty_like(logits)).zero_().scatter_(
+            -1, logits.argmax(-1, keepdim=True), 1.0)
+    if single:
+        return out if results[settings.paths[0]] is out else out.copy_(results[settings.paths[0]])
     first, *rest = settings.paths
     out.copy_(results[first])
     for path in rest:
@@ -122,8 +124,8 @@ def filter_rows(logits: torch.Tensor, settings: RowSettings, out: torch.Tensor) 
     return out
 
 
-def sorted_filter(probs: torch.Tensor, settings: RowSettings) -> torch.Tensor:
-    """Top-k then top-p by sorting each row (rows without top-k keep every rank)."""
+def sorted_filter(probs: torch.Tensor, settings: RowSettings, out: torch.Tensor) -> torch.Tensor:
+    """Top-k then top-p by sorting each row (rows without top-k keep every rank), written into `out`."""
     vocab_size = probs.shape[-1]
     ranked, order = probs.sort(dim=-1, descending=True)
     if settings.any_top_k_sorted:
@@ -131,7 +133,7 @@ def sorted_filter(probs: torch.Tensor, settings: RowSettings) -> torch.Tensor:
     cumulative = ranked.cumsum(-1)
     # keep a character if the mass ranked before it is still short of top_p (of what top-k kept)
     ranked = torch.where(cumulative - ranked < settings.top_p * cumulative[..., -1:], ranked, 0.0)
-    return torch.zeros_like(probs).scatter_(-1, order, ranked / ranked.sum(-1, keepdim=True))
+    return out.zero_().scatter_(-1, order, ranked / ranked.sum(-1, keepdim=True))
 
 
 def race_noise(settings: DecodeSettings, steps: int, vocab_size: int) -> torch.Tensor:
