@@ -65,3 +65,55 @@ def app_url():
                                 quiet=True, **app.LAUNCH)
     yield url.rstrip("/")
     app.demo.close()
+
+
+@pytest.fixture
+def client(app_url):
+    """A gradio_client session of its own on the launched page."""
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    yield client
+    client.close()
+
+
+ARTIFACTS = ROOT / "artifacts"  # screenshots the browser tests leave (ignored by git)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's package) driven by Playwright, one for every browser test."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.browser import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def open_page(browser, app_url):
+    """open_page(query="") -> a page at the app's address with that query, once its first plot is drawn; the
+    console's errors and the page's uncaught errors collect in page.errors."""
+    pages = []
+
+    def open_at(query=""):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.errors = []
+        page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
+        page.on("pageerror", lambda error: page.errors.append(str(error)))
+        pages.append(page)
+        page.goto(app_url + "/" + query)
+        page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
+        return page
+
+    yield open_at
+    for page in pages:
+        page.close()
+
+
+@pytest.fixture
+def page(open_page):
+    return open_page()

@@ -8,13 +8,6 @@ from charrnn import DecodeSettings
 from threads import in_threads
 
 
-@pytest.fixture
-def client(app_url):
-    client = Client(app_url, verbose=False)
-    yield client
-    client.close()
-
-
 def generate(client, prompt="ROMEO:", max_new_chars=120, temperature=0.8, top_k=0, top_p=0.95, seed=1):
     return client.predict(prompt=prompt, max_new_chars=max_new_chars, temperature=temperature, top_k=top_k,
                           top_p=top_p, seed=seed, api_name="/generate")

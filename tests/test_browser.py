@@ -1,36 +1,13 @@
 """The page in a real browser: headless Chromium (Debian's package) driven by Playwright."""
 
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from charrnn import DecodeSettings
 
-from bench.browser import CHROMIUM, CHROMIUM_ARGS, generate_in_page, set_number
+from bench.browser import generate_in_page, set_number
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.errors = []
-    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.goto(app_url)
-    page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
-    yield page
-    page.close()
+from conftest import ARTIFACTS
 
 
 def generate(page, shipped, prompt, chars, seed):

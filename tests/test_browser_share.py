@@ -3,57 +3,17 @@ a bad link opens it with a warning, Copy link gives a link to the visitor's run,
 click on a heatmap row names the unit for the Units tab."""
 
 import re
-from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import pytest
-from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
 from charrnn import DecodeSettings, share
 from charrnn import playground as pg
 from charrnn.runs import Recipe
 
-from bench.browser import CHROMIUM, CHROMIUM_ARGS, DRAWN, expected_page, generate_in_page
+from bench.browser import DRAWN, expected_page, generate_in_page
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def open_page(browser, app_url):
-    """open_page(query) -> a page opened at the app's address with that query."""
-    pages = []
-
-    def open_at(query=""):
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.errors = []
-        page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-        page.on("pageerror", lambda error: page.errors.append(str(error)))
-        pages.append(page)
-        page.goto(app_url + "/" + query)
-        page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
-        return page
-
-    yield open_at
-    for page in pages:
-        page.close()
-
-
-@pytest.fixture
-def client(app_url):
-    client = Client(app_url, verbose=False)
-    yield client
-    client.close()
+from conftest import ARTIFACTS, make_tiny
 
 
 def control(page, label):
@@ -99,8 +59,6 @@ def test_a_link_to_a_model_the_page_may_not_load_falls_back_to_its_own(open_page
 
 
 def test_a_link_to_a_model_the_page_may_load_writes_with_it(open_page, tmp_path, monkeypatch):
-    from conftest import make_tiny
-
     monkeypatch.setenv("CHARRNN_MODEL_DIRS", str(tmp_path))  # the page loads local folders only from these
     tiny = make_tiny()
     tiny.save_pretrained(tmp_path / "tiny")
@@ -164,7 +122,8 @@ def test_clicking_a_heatmap_row_names_the_unit(open_page):
     value = page.locator("#heatmap-unit textarea, #heatmap-unit input").first.input_value()
     assert value == f"L1 update {unit}"
     # The click opens the unit's profile on the Units tab; from there the unit can be forced in What-if.
-    page.wait_for_function("u => document.querySelector('#profile-summary').innerText.includes(`L1 u${u}, update gate`)",
+    page.wait_for_function("u => (document.querySelector('#profile-summary') || {innerText: ''}).innerText"
+                           ".includes(`L1 u${u}, update gate`)",
                            arg=unit, timeout=60_000)
     assert page.locator("#profile-summary").is_visible()
     page.locator("#force-in-whatif").click()

@@ -2,42 +2,25 @@
 open a found unit's profile, select a span and see its matches, open a unit from another tab's hook."""
 
 import re
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from charrnn.compute import on_compute_thread
 from charrnn.unit_service import FOUND_ROWS
 from charrnn.units import find_units
 
-from bench.browser import CHROMIUM, CHROMIUM_ARGS
+from conftest import ARTIFACTS
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
+
 SPEAKERS = r"^[A-Z]+:$"
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
-def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.errors = []
-    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.goto(app_url)
-    page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
+def page(open_page):
+    page = open_page()
     page.get_by_role("tab", name="Units").click()
     page.wait_for_selector("#found-units-plot .js-plotly-plot", timeout=60_000)
-    yield page
-    page.close()
+    return page
 
 
 def plot_title(page, elem_id):

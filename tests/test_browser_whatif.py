@@ -2,10 +2,7 @@
 Playwright."""
 
 import re
-from pathlib import Path
 
-import pytest
-from playwright.sync_api import sync_playwright
 
 from charrnn import DecodeSettings
 from charrnn.interventions import Intervention
@@ -13,30 +10,9 @@ from charrnn.page.site import EXAMPLES
 from charrnn.vocab import visible_char
 from charrnn.whatif import branch
 
-from bench.browser import CHROMIUM, CHROMIUM_ARGS, set_number
+from bench.browser import set_number
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.errors = []
-    page.on("console", lambda message: message.type == "error" and page.errors.append(message.text))
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    page.goto(app_url)
-    page.wait_for_selector("#probabilities .js-plotly-plot", timeout=60_000)
-    yield page
-    page.close()
+from conftest import ARTIFACTS
 
 
 def visible(text: str) -> str:

@@ -19,13 +19,6 @@ from conftest import ROOT, SHIPPED
 from stepwise import START_CHARS, reference_start
 
 
-@pytest.fixture
-def client(app_url):
-    client = Client(app_url, verbose=False)
-    yield client
-    client.close()
-
-
 @pytest.fixture(scope="module")
 def stepped(shipped):
     """The start of the reference text and its [kinds, layers, T, H] values stepped by hand in float64."""

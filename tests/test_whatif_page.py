@@ -16,13 +16,6 @@ GREEDY = dict(ROMEO, max_new_chars=120, temperature=0, top_p=1.0, seed=0)
 LINE_POSITION = dict(layer=3, kind="hidden", unit=99, value=0.9, from_step=6)  # from the first generated character
 
 
-@pytest.fixture
-def client(app_url):
-    client = Client(app_url, verbose=False)
-    yield client
-    client.close()
-
-
 def settings(run: dict) -> DecodeSettings:
     return DecodeSettings(run["max_new_chars"], run["temperature"], run["top_k"], run["top_p"], run["seed"])
 
