@@ -48,6 +48,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
                           env=full_env, timeout=timeout, cwd=ROOT)
 
 
+def evaluate_on_validation(model_dir) -> dict:
+    """`charrnn evaluate` of a model folder on the corpus's validation part, checked to be that part."""
+    import json
+
+    result = run_cli("evaluate", "--model", str(model_dir), "--text", str(CORPUS), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(result.stdout)
+    assert measured["part"] == "val" and measured["chars"] == 111_540 and measured["window"] == 256
+    return measured
+
+
 def free_port() -> int:
     import socket
 

@@ -13,7 +13,7 @@ from charrnn import load_model, CharRNN, ModelLoadError
 from charrnn.bigram import ALPHA_GRID, BigramLanguageModel
 from charrnn.data import read_text, split
 
-from conftest import CORPUS, ROOT, SHAKESPEARE_VOCAB, SHIPPED, run_cli
+from conftest import CORPUS, ROOT, SHAKESPEARE_VOCAB, SHIPPED, evaluate_on_validation, run_cli
 
 BIGRAM = ROOT / "weights" / "bigram"
 
@@ -98,10 +98,7 @@ def test_model_type_must_be_bigram():
 # ---- the shipped model ----
 
 def test_the_shipped_bigram_reaches_its_target_and_shares_the_grus_vocabulary():
-    result = run_cli("evaluate", "--model", str(BIGRAM), "--text", str(CORPUS), "--device", "cpu")
-    assert result.returncode == 0, result.stderr
-    measured = json.loads(result.stdout)
-    assert measured["part"] == "val" and measured["chars"] == 111_540 and measured["window"] == 256
+    measured = evaluate_on_validation(BIGRAM)
     assert measured["loss"] <= 2.50
     config = json.loads((BIGRAM / "config.json").read_text())
     assert measured["loss"] == pytest.approx(config["training"]["val_loss"], abs=1e-4)

@@ -8,7 +8,7 @@ import safetensors.torch
 from charrnn import CharRNN
 from charrnn.data import DataError, read_text, split
 
-from conftest import CORPUS, SHIPPED, run_cli
+from conftest import CORPUS, SHIPPED, evaluate_on_validation, run_cli
 
 SMALL = ["--hidden-size", "48", "--num-layers", "2", "--embedding-dim", "16", "--batch-size", "32",
          "--seq-len", "64", "--eval-every", "40", "--warmup", "10", "--save-dtype", "float32", "--quiet"]
@@ -53,10 +53,7 @@ def test_training_learns_saves_the_best_and_resumes(tmp_path):
 
 
 def test_the_shipped_model_reaches_the_target_validation_loss():
-    result = run_cli("evaluate", "--model", str(SHIPPED), "--text", str(CORPUS), "--device", "cpu")
-    assert result.returncode == 0, result.stderr
-    measured = json.loads(result.stdout)
-    assert measured["part"] == "val" and measured["chars"] == 111_540 and measured["window"] == 256
+    measured = evaluate_on_validation(SHIPPED)
     assert measured["loss"] <= 1.50
     recorded = json.loads((SHIPPED / "config.json").read_text())["training"]["val_loss"]
     assert measured["loss"] == pytest.approx(recorded, abs=2e-4)
