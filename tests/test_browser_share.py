@@ -6,8 +6,9 @@ import re
 from urllib.parse import quote
 
 import numpy as np
+import torch
 
-from charrnn import DecodeSettings, share
+from charrnn import CharRNN, DecodeSettings, share
 from charrnn import playground as pg
 from charrnn.runs import Recipe
 
@@ -68,6 +69,23 @@ def test_a_link_to_a_model_the_page_may_load_writes_with_it(open_page, tmp_path,
     page.locator("button.label-wrap", has_text="Model").click()  # open the Model accordion
     assert "GRU 2 × 16" in page.locator("#model-info").inner_text()
     assert page.get_by_label("Hub repo id or local folder").input_value() == str(tmp_path / "tiny")
+
+
+def test_a_models_vocabulary_bounds_top_k(open_page, tmp_path, monkeypatch):
+    monkeypatch.setenv("CHARRNN_MODEL_DIRS", str(tmp_path))
+    torch.manual_seed(0)
+    small = CharRNN("\n :EMOR", embedding_dim=4, hidden_size=8, num_layers=1, save_dtype="float32").eval()
+    small.save_pretrained(tmp_path / "small")
+    page = open_page(f"?model={quote(str(tmp_path / 'small'))}&prompt=ROMEO&chars=30&top_k=3&seed=2")
+    trace = small.generate("ROMEO", DecodeSettings(30, 0.8, 3, 0.95, 2))
+    page.wait_for_function(DRAWN, arg=expected_page(trace), timeout=120_000, polling=50)
+    slider = page.locator("#top-k input[type=range]")
+    assert (slider.get_attribute("max"), slider.input_value()) == ("7", "3")
+    page.get_by_role("tab", name="What-if").click()
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=range]')].filter(e => e.offsetParent)"
+                           ".some(e => e.getAttribute('aria-label').endsWith('Top-k of the run') && e.max === '7')",
+                           timeout=30_000)
+    assert page.errors == []
 
 
 def test_copy_link_gives_the_visitors_run_and_the_link_opens_it(open_page, shipped, app_url):

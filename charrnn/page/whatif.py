@@ -397,6 +397,18 @@ def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
     for source, target in zip([write[n] for n in ("prompt", "max_new_chars", "temperature", "top_k", "top_p", "seed")],
                               settings_in):
         source.change(None, source, target, js="(value) => value")  # in the browser: no round trip
+    compared_top_k = compared_settings[1::3]
+
+    def fit_model(key):
+        """The loaded model's ranges: Top-k up to its vocabulary, the layer and unit within its sizes."""
+        model = site.model(key)
+        top_k_range = [gr.update(maximum=len(model.vocab))] * (1 + len(compared_top_k))
+        if not model.num_layers:  # a bigram: nothing to force (the endpoints say so)
+            return *top_k_range, gr.skip(), gr.skip()
+        return (*top_k_range, gr.update(info=f"1 to {model.num_layers}"),
+                gr.update(info=f"0 to {model.hidden_size - 1}"))
+
+    model_key.change(fit_model, model_key, [top_k, *compared_top_k, layer, unit], api_visibility="private")
     first_generated.click(None, prompt, from_step, js="(prompt) => Math.max(0, [...prompt].length - 1)")
     unit_to_force.change(fill_unit, unit_to_force, [layer, kind, unit], api_visibility="private")
     draw = dict(fn=lambda c: draw_comparison(site, c), api_visibility="private", show_progress="hidden")

@@ -52,7 +52,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
             max_new_chars = gr.Slider(1, pg.MAX_NEW_CHARS, 300, step=1, label="Characters to write")
             temperature = gr.Slider(0, pg.PAGE_MAX_TEMPERATURE, 0.8, step=0.05, label="Temperature",
                                     info="0 = greedy: always the most likely character")
-            top_k = gr.Slider(0, len(model.vocab), 0, step=1, label="Top-k",
+            top_k = gr.Slider(0, len(model.vocab), 0, step=1, label="Top-k", elem_id="top-k",
                               info="keep only the k most likely characters; 0 = off")
             top_p = gr.Slider(pg.PAGE_MIN_TOP_P, 1, 0.95, step=0.01, label="Top-p",
                               info="keep the smallest most-likely-first set that reaches p; 1 = off")
@@ -97,7 +97,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         order = gr.Radio([(label, name) for name, label in figures.ORDERS.items()], value=pg.View().order,
                          label="Order units",
                          info="alike: grouped by the built-in signal they follow (line position, vowel, ...)")
-        max_units = gr.Slider(8, model.hidden_size, 64, step=8, label="Units at most",
+        max_units = gr.Slider(8, max(16, model.hidden_size), 64, step=8, label="Units at most",
                               info="fewer for long views, to keep each heatmap near 100,000 cells")
     with gr.Row():
         pinned = gr.Textbox(label="Pin units on top", placeholder="e.g. 99, 337", max_lines=1,
@@ -178,13 +178,16 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
             return
         yield from draw(run, view, trace)
 
-    def model_controls(key, model):
+    def model_controls(key, model, top_k=None):
+        """The model's key and description, and the controls whose range is the model's: the gate and unit
+        layers, the unit, the units shown, Top-k (up to the vocabulary's size; set to `top_k` when given)."""
+        top_k_range = gr.update(maximum=len(model.vocab), **({} if top_k is None else {"value": top_k}))
         if not model.num_layers:  # a bigram: no layers or units to choose (its figures say so); the controls stay
-            return key, pg.describe_model(key, model), *[gr.skip()] * 4
+            return key, pg.describe_model(key, model), *[gr.skip()] * 4, top_k_range
         choices = layer_choices(model)
         return (key, pg.describe_model(key, model), gr.update(choices=choices, value=0),
                 gr.update(choices=choices, value=0), gr.update(maximum=model.hidden_size - 1, value=0),
-                gr.update(maximum=model.hidden_size))
+                gr.update(maximum=max(16, model.hidden_size)), top_k_range)  # at most: more than there are is all
 
     def load_model(source, revision):
         try:
@@ -206,8 +209,9 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         link = share.read_link(query, link_defaults, site.default_key, site.model)
         for warning in link.warnings:
             gr.Warning(warning, title="Part of the link was not used")
-        controls = (*link.settings, link.model_key.source, link.model_key.revision or "",
-                    *model_controls(link.model_key, link.model))
+        prompt_now, chars_now, temperature_now, top_k_now, top_p_now, seed_now = link.settings
+        controls = (prompt_now, chars_now, temperature_now, top_p_now, seed_now, link.model_key.source,
+                    link.model_key.revision or "", *model_controls(link.model_key, link.model, top_k_now))
         try:
             for i, (text_now, status_now, run_now) in enumerate(stream_run(link.model_key, link.model, link.settings)):
                 yield *(controls if i == 0 else (gr.skip(),) * len(controls)), text_now, status_now, run_now
@@ -265,8 +269,8 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
               concurrency_limit=limits.max_rows + limits.max_waiting)
     draw_figures.click(draw_written, [*settings_in, view], draw_out, api_visibility="private",
                        show_progress="hidden", concurrency_limit=limits.max_rows + limits.max_waiting)
-    link_out = [prompt, max_new_chars, temperature, top_k, top_p, seed, model_source, revision, model_key, model_info,
-                gate_layer, unit_layer, unit, max_units, text, status, recipe]
+    link_out = [prompt, max_new_chars, temperature, top_p, seed, model_source, revision, model_key, model_info,
+                gate_layer, unit_layer, unit, max_units, top_k, text, status, recipe]
     gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the page's address
         open_link, None, link_out, api_visibility="private", show_progress="hidden",
         concurrency_limit=limits.max_rows + limits.max_waiting
@@ -278,7 +282,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
     export_api.click(export_run, settings_in, export_file, api_name="export")
     new_seed.click(None, None, seed, js="() => Math.floor(Math.random() * 2147483647)")
     load.click(load_model, [model_source, revision],
-               [model_key, model_info, gate_layer, unit_layer, unit, max_units], api_name="load_model")
+               [model_key, model_info, gate_layer, unit_layer, unit, max_units, top_k], api_name="load_model")
     gate_view = [recipe, view, gate_layer, order, max_units, pinned, window]
     for control in (gate_layer, order, max_units):
         control.change(redraw_gates, gate_view, [view, reset_plot, update_plot], api_visibility="private")
