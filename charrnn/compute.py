@@ -19,7 +19,6 @@ server is writing, rests after each piece so that long jobs take at most a quart
 from __future__ import annotations
 
 import functools
-import os
 import queue
 import threading
 import time
@@ -90,14 +89,6 @@ def compute_thread() -> ComputeThread:
         if _thread is None:
             _thread = ComputeThread()
         return _thread
-
-
-def _forget_compute_thread() -> None:  # a forked child (a ZeroGPU worker) has no copy of the thread
-    global _thread
-    _thread = None
-
-
-os.register_at_fork(after_in_child=_forget_compute_thread)
 
 
 def is_compute_thread() -> bool:

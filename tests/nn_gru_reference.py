@@ -59,3 +59,17 @@ def nn_gru_gates(layer, x, h_prev):
         estimates.append(((sign - out[:, 0]) / (sign - h_prev), (sign - h_prev).abs()))
     (z_pos, d_pos), (z_neg, d_neg) = estimates
     return reset_gate, torch.where(d_pos >= d_neg, z_pos, z_neg)
+
+
+def nn_gru_differences(model, trace, layers=None) -> dict:
+    """The largest |trace - nn.GRU| of the states (every layer) and of each layer's reset and update gates (the
+    given 0-based layers, all by default), nn.GRU running on the trace's own text from a zero state."""
+    states, inputs = nn_gru_states(model, trace.tokens)
+    found = {"hidden": (trace.hidden - states).abs().max().item()}
+    for k, layer in enumerate(single_layers(model)):
+        if layers is None or k in layers:
+            h_prev = torch.cat([torch.zeros(1, model.hidden_size), states[k, :-1]])
+            reset_gate, update_gate = nn_gru_gates(layer, inputs[k], h_prev)
+            found[f"reset gate, layer {k}"] = (trace.reset_gate[k] - reset_gate).abs().max().item()
+            found[f"update gate, layer {k}"] = (trace.update_gate[k] - update_gate).abs().max().item()
+    return found

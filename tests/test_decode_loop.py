@@ -9,7 +9,7 @@ from charrnn.layout import REFERENCE, Layout, ThreadSwitch, base_candidates, can
 from charrnn.sampling import RowSettings, filter_probs
 
 from conftest import make_tiny
-from nn_gru_reference import TOL, nn_gru_gates, nn_gru_states, single_layers
+from nn_gru_reference import TOL, nn_gru_differences
 
 CPU = torch.device("cpu")
 MIXED = [DecodeSettings(120, 0.8, 0, 0.95, 1), DecodeSettings(90, 0, 0, 1.0, 2), DecodeSettings(60, 1.2, 5, 1.0, 3),
@@ -114,13 +114,8 @@ def test_every_layout_tracks_nn_gru_over_thousands_of_steps(shipped, layout):
     """Any layout the tuner (or CHARRNN_LAYOUT) can pick keeps states and gates within TOL of nn.GRU (the
     one-thread variants of eligible layouts have the same bits as their two-thread twins: same_bits)."""
     trace = run_alone(shipped, request(shipped, "ROMEO:\n", DecodeSettings(2000, 0.8, 0, 0.95, 1)), layout)
-    states, inputs = nn_gru_states(shipped, trace.tokens)
-    assert (trace.hidden - states).abs().max() <= TOL
-    layer = single_layers(shipped)[2]
-    h_prev = torch.cat([torch.zeros(1, shipped.hidden_size), states[2, :-1]])
-    reset_gate, update_gate = nn_gru_gates(layer, inputs[2], h_prev)
-    assert (trace.reset_gate[2] - reset_gate).abs().max() <= TOL
-    assert (trace.update_gate[2] - update_gate).abs().max() <= TOL
+    differences = nn_gru_differences(shipped, trace, layers=[2])
+    assert len(differences) == 3 and all(d <= TOL for d in differences.values()), differences
 
 
 @pytest.mark.parametrize("layout", [Layout("addmm", 8, 2), Layout("bmm", 4, 4), Layout("addmm", 1, 1),

@@ -7,7 +7,7 @@ from charrnn import DecodeSettings
 from charrnn.gates import saturation
 
 from conftest import make_tiny
-from nn_gru_reference import TOL, nn_gru_gates, nn_gru_states, single_layers
+from nn_gru_reference import TOL, nn_gru_differences, nn_gru_states
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 3
@@ -30,13 +30,9 @@ def test_hidden_states_equal_nn_gru(model):
 
 
 def test_gates_equal_the_gates_inside_nn_gru(model):
-    trace = model.trace(TEXT)
-    states, inputs = nn_gru_states(model, trace.tokens)
-    for k, layer in enumerate(single_layers(model)):
-        h_prev = torch.cat([torch.zeros(1, model.hidden_size), states[k, :-1]])
-        reset_gate, update_gate = nn_gru_gates(layer, inputs[k], h_prev)
-        assert (trace.reset_gate[k] - reset_gate).abs().max() <= TOL, f"reset gate, layer {k}"
-        assert (trace.update_gate[k] - update_gate).abs().max() <= TOL, f"update gate, layer {k}"
+    differences = nn_gru_differences(model, model.trace(TEXT))
+    assert len(differences) == 1 + 2 * model.num_layers
+    assert all(d <= TOL for d in differences.values()), differences
 
 
 def test_gates_satisfy_the_gru_equations_in_float64(model):
@@ -61,13 +57,8 @@ def test_gates_satisfy_the_gru_equations_in_float64(model):
 
 def test_generated_text_trace_matches_nn_gru_on_that_text(shipped):
     trace = shipped.generate("KING:", DecodeSettings(max_new_chars=300, temperature=0.9, top_p=0.9, seed=5))
-    states, inputs = nn_gru_states(shipped, trace.tokens)
-    assert (trace.hidden - states).abs().max() <= TOL
-    layer = single_layers(shipped)[1]
-    h_prev = torch.cat([torch.zeros(1, shipped.hidden_size), states[1, :-1]])
-    reset_gate, update_gate = nn_gru_gates(layer, inputs[1], h_prev)
-    assert (trace.reset_gate[1] - reset_gate).abs().max() <= TOL
-    assert (trace.update_gate[1] - update_gate).abs().max() <= TOL
+    differences = nn_gru_differences(shipped, trace, layers=[1])
+    assert len(differences) == 3 and all(d <= TOL for d in differences.values()), differences
 
 
 def test_gate_values_are_probabilities_and_vary(shipped):
