@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ConfigError
+from .config import vocab as vocab_field
 from .gates import StepScratch
 from .hub_layout import HubModel
 from .vocab import Vocab
@@ -68,10 +70,7 @@ class BigramLanguageModel(
     nn.Module,
     HubModel,
     Writes,
-    library_name="charrnn",
-    license="mit",
-    tags=["char-rnn", "bigram", "text-generation"],
-    repo_url="https://huggingface.co/spaces/charrnn/charrnn",
+    tags=["bigram"],
     model_card_template=MODEL_CARD,
 ):
     """token_embedding_table[c] are the logits of the character after c; the table is the whole state dict."""
@@ -94,7 +93,8 @@ class BigramLanguageModel(
         """The tensors a config.json implies, by name and shape, known before anything is built or downloaded."""
         vocab = config.get("vocab") if isinstance(config, dict) else None
         if not isinstance(vocab, str) or not vocab:
-            raise ValueError("a bigram model's config.json needs a non-empty 'vocab' string")
+            raise ConfigError("a bigram model's config.json needs a non-empty 'vocab' string")
+        vocab_field(vocab)  # a vocabulary (no repeated characters) of at most the allowed size
         return {"token_embedding_table.weight": (len(vocab), len(vocab))}
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):

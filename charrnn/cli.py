@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 
@@ -119,7 +120,7 @@ def build_atlas_command(args) -> dict:
     folder = Path(args.model)
     if not folder.is_dir():
         raise ValueError(f"{args.model} is not a local model folder: an atlas is written next to the weights")
-    model = CharRNN.from_pretrained(folder, device=args.device)
+    model = CharRNN.from_pretrained(folder, device=args.device, max_model_mb=math.inf)  # the user's own folder
     if args.from_corpus:
         _, validation = split(read_text(args.from_corpus))  # never the training part
         with open(folder / REFERENCE_FILE, "w", encoding="utf-8", newline="") as f:

@@ -124,7 +124,7 @@ def model_from_checkpoint(checkpoint, source: str, dtype: str | None = None) -> 
     refuse_other_cells(state, config, source)
     vocab = vocab_of(checkpoint["itos"], checkpoint.get("stoi"), source)
     dims = dimensions(state, config, source)
-    check_shapes(state, dims, len(vocab), source)
+    check_shapes(state, dims, vocab, source)
     stored = dtype or checkpoint_dtype(state)
     dropout = config.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -232,17 +232,12 @@ def dimensions(state: dict[str, torch.Tensor], config: dict, source: str) -> dic
     return dims
 
 
-def expected_shapes(dims: dict[str, int], vocab_size: int) -> dict[str, tuple[int, ...]]:
-    e, h, n = dims["embedding_dim"], dims["hidden_size"], dims["num_layers"]
-    shapes = {"embedding.weight": (vocab_size, e)}
-    for k in range(n):
-        shapes |= {f"rnn.weight_ih_l{k}": (3 * h, e if k == 0 else h), f"rnn.weight_hh_l{k}": (3 * h, h),
-                   f"rnn.bias_ih_l{k}": (3 * h,), f"rnn.bias_hh_l{k}": (3 * h,)}
-    return shapes | {"head.weight": (vocab_size, h), "head.bias": (vocab_size,)}
-
-
-def check_shapes(state: dict[str, torch.Tensor], dims: dict[str, int], vocab_size: int, source: str) -> None:
-    expected = expected_shapes(dims, vocab_size)
+def check_shapes(state: dict[str, torch.Tensor], dims: dict[str, int], vocab: str, source: str) -> None:
+    """The checkpoint's tensors against those the CharRNN it becomes holds (named as the checkpoint names them:
+    "rnn." where charrnn says "gru.")."""
+    vocab_size = len(vocab)
+    expected = {("rnn." + k[len("gru."):] if k.startswith("gru.") else k): shape
+                for k, shape in CharRNN.expected_tensors({"vocab": vocab, **dims}).items()}
     problems = [f"{k} is {list(state[k].shape)}, expected {list(shape)}"
                 for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
     problems += [f"{k} is missing" for k in expected if k not in state]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -16,7 +17,7 @@ def push(folder: str, repo_id: str, *, private: bool = False, revision: str | No
     The folder is loaded first, so a broken model is refused before anything is uploaded. The token comes
     from HF_TOKEN or `hf auth login` unless given.
     """
-    load_model(folder, device="cpu", local=True)
+    load_model(folder, device="cpu", local=True, max_model_mb=math.inf)  # the user's own model, however large
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision:

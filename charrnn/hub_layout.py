@@ -42,33 +42,37 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def load_weights(model: torch.nn.Module, path: str, *, source: str, strict: bool = True) -> None:
+def load_weights(model: torch.nn.Module, path: str, *, source: str) -> None:
     """Load a safetensors file into `model`, explaining a corrupt file or shapes that do not match the config."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     try:
-        with safetensors.safe_open(path, framework="pt") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         tensors = safetensors.torch.load_file(path)
     except (safetensors.SafetensorError, OSError, ValueError) as e:
         raise ModelLoadError(f"{WEIGHTS_FILE} of {source!r} is not a readable safetensors file ({one_line(e)})") from None
-    check_shapes(expected, found, source=source, strict=strict)
-    model.load_state_dict(tensors, strict=strict)
+    check_shapes({k: tuple(v.shape) for k, v in model.state_dict().items()},
+                 {k: tuple(v.shape) for k, v in tensors.items()}, source=source)
+    model.load_state_dict(tensors)
 
 
-def check_shapes(expected: dict, found: dict, *, source: str, strict: bool = True) -> None:
+def check_shapes(expected: dict, found: dict, *, source: str) -> None:
     """Raise ModelLoadError naming the tensors whose names or shapes differ from what config.json implies."""
     problems = [f"{k}: file has {list(found[k])}, config.json implies {list(shape)}"
                 for k, shape in expected.items() if k in found and tuple(found[k]) != tuple(shape)]
-    if strict:
-        problems += [f"{k} missing from the file" for k in expected if k not in found]
-        # Names from the file are cut short: the header is the publisher's text.
-        problems += [f"unexpected tensor {k[:60]!r} in the file" for k in found if k not in expected]
+    problems += [f"{k} missing from the file" for k in expected if k not in found]
+    # Names from the file are cut short: the header is the publisher's text.
+    problems += [f"unexpected tensor {k[:60]!r} in the file" for k in found if k not in expected]
     if problems:
         shown = "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
         raise ModelLoadError(f"the weights of {source!r} do not match its config.json: {shown}")
 
 
-class HubModel(PyTorchModelHubMixin):
+class HubModel(
+    PyTorchModelHubMixin,
+    # what every charrnn model's card says; a subclass adds its own tags and model card template
+    library_name="charrnn",
+    license="mit",
+    tags=["char-rnn", "text-generation"],
+    repo_url="https://huggingface.co/spaces/charrnn/charrnn",
+):
     """Saving and loading for a charrnn model (an nn.Module with a `vocab` string in its config).
 
     A subclass sets MODEL_TYPE, defines config() (what config.json holds) and may add to card_fields() (what its

@@ -6,8 +6,7 @@ import torch
 import torch.nn as nn
 
 from . import config as fields
-# ModelLoadError, load_weights, one_line and resolve_device are imported from charrnn.model too.
-from .hub_layout import SAVE_DTYPES, HubModel, ModelLoadError, load_weights, one_line, resolve_device  # noqa: F401
+from .hub_layout import SAVE_DTYPES, HubModel, ModelLoadError  # noqa: F401 (ModelLoadError: charrnn.model's too)
 from .vocab import Vocab
 from .writing import Writes
 
@@ -86,10 +85,7 @@ class CharRNN(
     nn.Module,
     HubModel,
     Writes,
-    library_name="charrnn",
-    license="mit",
-    tags=["char-rnn", "gru", "text-generation"],
-    repo_url="https://huggingface.co/spaces/charrnn/charrnn",
+    tags=["gru"],
     model_card_template=MODEL_CARD,
 ):
     """A character-level GRU language model.

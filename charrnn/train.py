@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from .data import DataError, check_length, read_text, split
 from .evaluate import loss_over_windows
-from .model import CharRNN, load_weights, resolve_device
+from .hub_layout import load_weights, resolve_device
+from .model import CharRNN
 from .vocab import Vocab
 
 

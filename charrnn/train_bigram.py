@@ -53,28 +53,29 @@ def train_bigram(
     model = BigramLanguageModel(vocab.chars)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)  # the seed's optimizer: AdamW's default decay 0.01
     generator = torch.Generator().manual_seed(seed)
-    offsets = torch.arange(block_size)
+    offsets = torch.arange(block_size + 1)  # a window and the character after it
     curve = [[0, round(loss_over_windows(model, val_ids), 4)]]
     log(f"step 0/{steps}: val loss {curve[-1][1]:.4f} nats/char")
     started = time.perf_counter()
     model.train()
     for step in range(1, steps + 1):
         starts = torch.randint(len(train_ids) - block_size, (batch_size,), generator=generator)
-        xb = train_ids[starts[:, None] + offsets]
-        yb = train_ids[starts[:, None] + offsets + 1]
+        window = train_ids[starts[:, None] + offsets]
+        xb, yb = window[:, :-1], window[:, 1:]
         _, loss = model(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if step % eval_every == 0 or step == steps:
-            curve.append([step, round(loss_over_windows(model, val_ids), 4)])
+        if step % eval_every == 0 or step == steps:  # the last step's is the model's validation loss
+            val_loss = loss_over_windows(model, val_ids)
+            curve.append([step, round(val_loss, 4)])
             log(f"step {step}/{steps}: train loss {loss.item():.4f}, val loss {curve[-1][1]:.4f} nats/char")
     seconds = time.perf_counter() - started
 
     model.eval()
     model.training_info = {
         "data": str(text), "data_chars": len(corpus), "train_chars": len(train_part), "val_chars": len(val_part),
-        "val_loss": round(loss_over_windows(model, val_ids), 5), "val_window": WINDOW,
+        "val_loss": round(val_loss, 5), "val_window": WINDOW,
         "steps": steps, "batch_size": batch_size, "block_size": block_size, "lr": lr,
         "weight_decay": optimizer.param_groups[0]["weight_decay"], "seed": seed,
         "eval_every": eval_every, "curve": curve,

@@ -84,6 +84,15 @@ def test_evaluate_refuses_a_model_type_it_does_not_know_in_one_line(saved):
     assert "has model_type 'transformer'; charrnn loads model_type 'gru', 'bigram'" in result.stderr
 
 
+@pytest.mark.parametrize("vocab,message", [("", "needs a non-empty 'vocab' string"),
+                                           ("aab", "the vocabulary repeats characters")])
+def test_a_bigram_folder_with_a_bad_vocabulary_is_a_model_load_error(tmp_path, vocab, message):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bigram", "vocab": vocab}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(str(tmp_path))
+
+
 @pytest.mark.parametrize("config", [{}, {"vocab": ""}, {"vocab": 65}, ["vocab"]])
 def test_expected_tensors_refuses_a_config_without_a_vocabulary(config):
     with pytest.raises(ValueError, match="needs a non-empty 'vocab' string"):
