@@ -16,10 +16,7 @@ from typing import Iterator
 import torch
 
 from .gates import StepWeights, Trace, recompute_gates
-
-KINDS = ("hidden", "reset", "update")  # h_t, r_t, z_t: the kinds of value every analysis speaks of
-KIND_NAMES = {"hidden": "hidden state h_t", "reset": "reset gate r_t", "update": "update gate z_t"}
-KIND_RANGES = {"hidden": (-1.0, 1.0), "reset": (0.0, 1.0), "update": (0.0, 1.0)}
+from .interventions import KIND_NAMES, KIND_RANGES, KINDS  # noqa: F401 (imported from here by the analyses)
 CHUNK_SIZE = 1024
 
 

@@ -200,8 +200,7 @@ def build_atlas(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, m
     about 70 s of CPU time, 2.5 minutes on the shared 2-core machines). `model_file`: the weights file, whose hash and size are
     recorded. `progress(done, total)` is called after each piece. Runs torch on one thread (see
     activations.one_thread)."""
-    with activations.one_thread():
-        return run_steps(atlas_steps(model, text, chunk_size=chunk_size, model_file=model_file, progress=progress))
+    return run_steps(atlas_steps(model, text, chunk_size=chunk_size, model_file=model_file, progress=progress))
 
 
 def atlas_steps(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, model_file: str | Path | None = None,
@@ -215,14 +214,13 @@ def atlas_steps(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, m
     chunk_size = -(-chunk_size // BLOCK) * BLOCK  # pieces start on block boundaries
 
     def steps():
-        with activations.one_thread():
-            layers, hidden = model.num_layers, model.hidden_size
-            shape = (len(KINDS), layers, hidden)
-            units = math.prod(shape)
-            correlation = Correlation(np.stack(list(found.values()))) if found else None
-            moments = correlation.moments if found else Moments()
-            top, bottom = Extremes(units, 1), Extremes(units, -1)
-            histograms = Histograms(layers, hidden)
+        layers, hidden = model.num_layers, model.hidden_size
+        shape = (len(KINDS), layers, hidden)
+        units = math.prod(shape)
+        correlation = Correlation(np.stack(list(found.values()))) if found else None
+        moments = correlation.moments if found else Moments()
+        top, bottom = Extremes(units, 1), Extremes(units, -1)
+        histograms = Histograms(layers, hidden)
         gate_means = []
         pieces = activations.chunks(model, text, chunk_size=chunk_size)
         for piece, values, padded in with_neighbours(pieces):

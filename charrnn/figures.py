@@ -24,6 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from .gates import Trace, saturation
+from .interventions import KIND_RANGES
 from .units import order_units, unit_labels
 from .vocab import visible_char
 
@@ -40,11 +41,6 @@ TEMPLATE = go.layout.Template(layout=dict(
 def gate_values(trace: Trace, kind: str) -> torch.Tensor:
     """[layers, T, H] of the reset gates, update gates or hidden states."""
     return {"reset": trace.reset_gate, "update": trace.update_gate, "hidden": trace.hidden}[kind]
-
-
-def step_labels(trace: Trace) -> list[str]:
-    """One unique label per step, "t c" with c the character read at step t."""
-    return [f"{t} {visible_char(c)}" for t, c in enumerate(trace.text)]
 
 
 def context(trace: Trace, t: int, width: int = 24) -> str:
@@ -271,7 +267,7 @@ def gate_figure(trace: Trace, kind: str, layer: int, order: str = "variance", ma
     if per > 1:  # the mean of each column's steps
         edges = np.arange(0, stop - start, per)
         shown = np.add.reduceat(shown, edges, axis=0) / np.diff(np.append(edges, stop - start))[:, None]
-    low, high = (-1.0, 1.0) if kind == "hidden" else (0.0, 1.0)
+    low, high = KIND_RANGES[kind]
     labels = unit_labels(layer + 1, units, None if timescale is None else timescale)
     labels = [("★ " if u in pinned else "") + label for u, label in zip(units, labels)]
     x = column_labels(trace.text, start, stop, per)
@@ -420,12 +416,12 @@ def activation_html(trace: Trace, kind: str, layer: int, unit: int) -> str:
         raise ValueError(f"layer must be from 1 to {values.shape[0]}")
     if not 0 <= unit < values.shape[2]:
         raise ValueError(f"unit must be from 0 to {values.shape[2] - 1}")
-    low = -1.0 if kind == "hidden" else 0.0
+    low, high = KIND_RANGES[kind]
     legend = (f"Layer {layer + 1}, unit {unit}, {GATES[kind]} after reading each character: "
               f"<span style='background:rgba(76,120,168,.9);color:white'>&nbsp;{low:g}&nbsp;</span> … "
-              f"<span style='background:rgba(228,87,86,.9);color:white'>&nbsp;1&nbsp;</span>")
-    return coded_text_html(trace, quantise(values[layer, :, unit].numpy(), low, 1.0), legend, kind="value",
-                           name=kind, low=low, high=1.0)
+              f"<span style='background:rgba(228,87,86,.9);color:white'>&nbsp;{high:g}&nbsp;</span>")
+    return coded_text_html(trace, quantise(values[layer, :, unit].numpy(), low, high), legend, kind="value",
+                           name=kind, low=low, high=high)
 
 
 def text_codes(page: str) -> np.ndarray:

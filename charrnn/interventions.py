@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
-KINDS = ("hidden", "reset", "update")
+KINDS = ("hidden", "reset", "update")  # h_t, r_t, z_t: the kinds of value every analysis speaks of
 KIND_NAMES = {"hidden": "hidden state h_t", "reset": "reset gate r_t", "update": "update gate z_t"}
+KIND_RANGES = {"hidden": (-1.0, 1.0), "reset": (0.0, 1.0), "update": (0.0, 1.0)}  # what tanh and sigmoid reach
 
 
 class InterventionError(ValueError):
@@ -47,7 +48,7 @@ class Intervention:
                                         f"({num_layers} layers of {hidden_size} units), not {value!r}")
         if isinstance(self.from_step, bool) or not isinstance(self.from_step, int) or self.from_step < 0:
             raise InterventionError(f"from_step must be a whole number >= 0, not {self.from_step!r}")
-        low, high = (-1.0, 1.0) if self.kind == "hidden" else (0.0, 1.0)
+        low, high = KIND_RANGES[self.kind]
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value) \
                 or not low <= self.value <= high:
             raise InterventionError(f"a forced {KIND_NAMES[self.kind]} must be a number from {low:g} to {high:g} "

@@ -61,9 +61,10 @@ def build_match_index(model, reference_text: str, chars: int = MATCH_CHARS, *,
     return run_steps(match_index_steps(model, reference_text, chars, chunk_size=chunk_size))
 
 
-def match_index_steps(model, reference_text: str, chars: int = MATCH_CHARS, *,
-                      chunk_size: int = activations.CHUNK_SIZE) -> Generator[None, None, MatchIndex]:
-    """build_match_index as steps (charrnn.compute): one piece of `chunk_size` characters per step."""
+def match_index_steps(model, reference_text: str, chars: int = MATCH_CHARS, *, chunk_size: int = activations.CHUNK_SIZE,
+                      progress=None) -> Generator[None, None, MatchIndex]:
+    """build_match_index as steps (charrnn.compute): one piece of `chunk_size` characters per step, then
+    `progress(done, total)` (characters read) when given."""
     text = reference_text[:chars]
     activations.encode(model, text)
 
@@ -71,6 +72,8 @@ def match_index_steps(model, reference_text: str, chars: int = MATCH_CHARS, *,
         codes = []
         for piece in activations.chunks(model, text, gates=False, chunk_size=chunk_size):
             codes.append(torch.round(piece.hidden * 127).to(torch.int8))
+            if progress is not None:
+                progress(piece.start + len(piece), len(text))
             yield
         return MatchIndex(text, torch.cat(codes, dim=1))
 

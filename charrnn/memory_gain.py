@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Generator
 
 import torch
+import torch.nn.functional as F
 
 from .activations import CHUNK_SIZE, one_thread
 from .compute import run_steps
@@ -22,8 +23,7 @@ class MemoryGainError(ValueError):
 
 def surprisals(logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """-log softmax(logits[i])[targets[i]] for every row i, in nats."""
-    log_probs = torch.log_softmax(logits.double(), dim=-1)
-    return (-log_probs.gather(1, targets[:, None])[:, 0]).tolist()
+    return F.cross_entropy(logits.double(), targets, reduction="none").tolist()
 
 
 def vocab_difference(gru: str, bigram: str) -> str:

@@ -8,7 +8,6 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 
 from . import figures
 from .gates import Trace
@@ -185,22 +184,9 @@ def has_gates(trace: Trace) -> bool:
     return trace.hidden.shape[0] > 0
 
 
-def unit_timescales(model, folder) -> "np.ndarray | None":
-    """[layers, H] memory timescales of the model's units from the atlas in its folder (charrnn.atlas), or None
-    when there is no atlas that matches it (a Hub model, a folder without one; none is built here)."""
-    from .atlas import AtlasError, atlas_for
-
-    if folder is None:
-        return None
-    try:
-        return atlas_for(model, folder, build=False).timescale
-    except (AtlasError, OSError):
-        return None
-
-
 @on_compute_thread
 def gate_figures(trace: Trace, view: View, timescale=None):
-    """The reset and update gate heatmaps; `timescale` [layers, H] labels the units (unit_timescales)."""
+    """The reset and update gate heatmaps; `timescale` [layers, H] labels the units (Site.timescale)."""
     if not has_gates(trace):
         return figures.message_figure(NO_GATES), figures.message_figure(NO_GATES)
     view = view.fitted(trace)

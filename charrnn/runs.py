@@ -56,7 +56,12 @@ class RunCache:
             self.entries.clear()
 
     def keep(self, recipe: Recipe, job) -> None:
-        """Remember a finished job's run (its records; the gates are computed when first asked for)."""
+        """Remember a finished job's run (its records; the gates are computed when first asked for). A run kept
+        already stays as it is (perhaps with its Trace built): the same recipe writes the same run."""
+        with self.lock:
+            if recipe in self.entries:
+                self.entries.move_to_end(recipe)
+                return
         self._store(recipe, job)
 
     def trace(self, recipe: Recipe, model) -> Trace:

@@ -149,7 +149,7 @@ def check_prompt(model, prompt: str) -> str:
 # ---- export ----
 
 
-def run_meta(trace: Trace, model_key, model) -> dict:
+def run_meta(trace: Trace, model_key) -> dict:
     s = trace.settings
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "charrnn_version": __version__,
@@ -171,10 +171,10 @@ def run_meta(trace: Trace, model_key, model) -> dict:
     return meta
 
 
-def export_run(trace: Trace, model_key, model, path: str | Path) -> Path:
+def export_run(trace: Trace, model_key, path: str | Path) -> Path:
     """Write the run to `path` (.npz; see the module's docstring)."""
     path = Path(path)
-    meta = json.dumps(run_meta(trace, model_key, model), ensure_ascii=False)
+    meta = json.dumps(run_meta(trace, model_key), ensure_ascii=False)
     with open(path, "wb") as f:
         np.savez_compressed(f, meta=np.array(meta), hidden=trace.hidden.numpy().astype(np.float16),
                             reset=trace.reset_gate.numpy().astype(np.float16),
@@ -255,10 +255,10 @@ class ExportFolder:
             if len(folders) - i >= self.max_kept or now - folder.stat().st_mtime > self.max_age_s:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def export(self, trace: Trace, model_key, model) -> tuple[Path, Path]:
+    def export(self, trace: Trace, model_key) -> tuple[Path, Path]:
         """The run's .npz and its step table's .csv, written to a new folder."""
         folder, stem = self.new(), file_stem(trace)
-        npz = export_run(trace, model_key, model, folder / f"{stem}.npz")
+        npz = export_run(trace, model_key, folder / f"{stem}.npz")
         table = folder / f"{stem}-steps.csv"
         table.write_text(step_table_csv(trace), encoding="utf-8")
         return npz, table

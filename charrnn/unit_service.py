@@ -56,17 +56,6 @@ def not_a_gru(name: str) -> str:
             "Load a GRU in the Write tab's Model panel (the shipped one is weights/tiny-shakespeare).")
 
 
-def reporting(steps, report):
-    """The steps of a job (charrnn.compute), calling report() after each; returns the job's result."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-        report()
-        yield
-
-
 class Preparation:
     """One model's atlas, gates by context, their figures and the match index, prepared on a thread of its own.
 
@@ -77,7 +66,6 @@ class Preparation:
         self.model, self.folder, self.name = model, folder, name
         self.text: str | None = None
         self.atlas: Atlas | None = None
-        self.claims: dict | None = None
         self.figures: dict | None = None  # set before the atlas: once the atlas is there, so are they
         self.index = None
         self.problem, self.index_problem = problem, None
@@ -113,7 +101,7 @@ class Preparation:
             self.figures = {"gates": unit_figures.gate_context_figure(claims),
                             "claims": unit_figures.claims_html(claims),
                             "timescales": unit_figures.timescale_figure(atlas.timescale)}
-            self.claims, self.atlas = claims, atlas
+            self.atlas = atlas
         except (AtlasError, ValueError) as e:  # no reference text, an unreadable one, one the model cannot read
             self.problem = str(e)
             self.set_stage("unavailable")
@@ -125,9 +113,8 @@ class Preparation:
         try:
             chars = min(len(self.text), MATCH_CHARS)
             self.set_stage("building the match index", 0, chars)
-            steps = match_index_steps(self.model, self.text, chars, chunk_size=INDEX_PIECE_CHARS)
-            self.index = run_in_pieces(reporting(steps, lambda: self.advance(
-                min(chars, self.done + INDEX_PIECE_CHARS), chars)))
+            self.index = run_in_pieces(match_index_steps(self.model, self.text, chars, chunk_size=INDEX_PIECE_CHARS,
+                                                         progress=self.advance))
         except Exception as e:  # noqa: BLE001
             self.index_problem = f"building the match index failed ({type(e).__name__}: {e})"
         self.set_stage("ready")

@@ -74,11 +74,6 @@ class Correlation:
         self.moments = Moments()
         self.sxy = None
 
-    def add(self, values: torch.Tensor, start: int) -> None:
-        """values [..., Tc, H]: the units' values at offsets start .. start + Tc - 1."""
-        self.unit_shape = values.shape[:-2] + values.shape[-1:]
-        self.add_columns(values.movedim(-2, 0).reshape(values.shape[-2], -1), start)
-
     def add_columns(self, x: torch.Tensor, start: int) -> None:
         """x [Tc, units]: every unit's values at offsets start .. start + Tc - 1, one column per unit."""
         d = self.moments.add(x.float())
@@ -87,13 +82,13 @@ class Correlation:
         self.sxy += (self.y[:, start : start + x.shape[0]].float() @ d).double()
 
     def r(self) -> np.ndarray:
-        """[S, *unit shape] correlations (NaN for constant series)."""
+        """[S, units] correlations, a column per unit as add_columns gave them (NaN for constant series)."""
         m = self.moments
         if m.n != self.y.shape[1]:
             raise ValueError(f"the signal has {self.y.shape[1]} values but {m.n} characters were read")
         r = (self.sxy / m.n / torch.sqrt(m.var[None] * self.y_var[:, None])).clamp(-1, 1)
         r[:, m.constant] = float("nan")
-        return r.reshape(self.y.shape[0], *getattr(self, "unit_shape", r.shape[1:])).numpy()
+        return r.numpy()
 
 
 def ranked(r: np.ndarray, top: int) -> list[dict]:
@@ -146,9 +141,9 @@ def find_units_steps(model, text: str, pattern: str, *, top: int = TOP_UNITS, ma
                                                                           chunk_size=chunk_size)
         correlation = Correlation(signal_values)
         for piece in pieces:
-            correlation.add(piece.stacked(), piece.start)
+            correlation.add_columns(piece.columns(), piece.start)
             yield
-        r = correlation.r()[0]
+        r = correlation.r()[0].reshape(len(KINDS), model.num_layers, model.hidden_size)
         return {"signal": name, "description": description, "chars": len(text), "units": ranked(r, top),
                 "undefined": int(np.isnan(r).sum())}
 

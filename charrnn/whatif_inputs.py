@@ -10,7 +10,7 @@ import math
 import re
 from typing import Callable
 
-from .interventions import KIND_NAMES, KINDS, Intervention, InterventionError
+from .interventions import KIND_NAMES, KIND_RANGES, KINDS, Intervention, InterventionError
 from .playground import InputError, whole_number
 from .vocab import WHITESPACE_SYMBOLS, show_char, show_vocab
 
@@ -46,8 +46,8 @@ def check_kind(kind) -> str:
 def forced_value(value, kind: str, mean: Callable[[], float]) -> float:
     """The value to force: a number, "zero", or "mean" (the unit's mean over the model's reference text, asked of
     `mean`, which raises InputError when the model has none)."""
-    low, high = (-1, 1) if kind == "hidden" else (0, 1)
-    allowed = (f'Value must be a number from {low} to {high} (what the {KIND_NAMES[kind]} can reach), "zero", or '
+    low, high = KIND_RANGES[kind]
+    allowed = (f'Value must be a number from {low:g} to {high:g} (what the {KIND_NAMES[kind]} can reach), "zero", or '
                '"mean" (the unit\'s mean over the model\'s reference text)')
     if isinstance(value, str):
         word = value.strip().lower()

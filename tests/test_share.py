@@ -130,7 +130,7 @@ def test_an_export_holds_the_runs_values_and_settings(shipped, tmp_path, which):
     key = DEFAULT if which == "shipped" else ModelKey("weights/tiny", "abc")
     settings = DecodeSettings(250, 0.9, 20, 0.9, 11)
     trace = model.generate("JULIET:\n", settings)
-    path = share.export_run(trace, key, model, tmp_path / "run.npz")
+    path = share.export_run(trace, key, tmp_path / "run.npz")
     with np.load(path, allow_pickle=False) as data:  # no pickles: plain arrays and one string
         assert set(data.files) == {"meta", "hidden", "reset", "update", "probs"}
         arrays = {name: data[name] for name in data.files}
@@ -172,7 +172,7 @@ def test_the_step_table(shipped):
 def test_the_export_folder_keeps_a_few_recent_exports(shipped):
     folder = share.ExportFolder(max_kept=3, max_age_s=3600)
     trace = shipped.generate("ROMEO:\n", DecodeSettings(20, 0.8, 0, 0.95, 3))
-    made = [folder.export(trace, DEFAULT, shipped) for _ in range(5)]
+    made = [folder.export(trace, DEFAULT) for _ in range(5)]
     assert all(npz.suffix == ".npz" and table.suffix == ".csv" for npz, table in made)
     assert made[-1][0].name == "charrnn-run-20chars-seed3.npz"
     kept = [npz.exists() for npz, _ in made]

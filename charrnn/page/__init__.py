@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import playground as pg
+from ..whatif_inputs import unit_name
 from .site import Site
 from .units import units_tab
 from .whatif import CLICK_A_CHARACTER, whatif_tab
@@ -48,7 +49,7 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
         # be forced in What-if. Each writes a unit's name ("L3 hidden 99") into the other tab's hidden textbox.
         write["heatmap_unit"].change(lambda name: (name, gr.Tabs(selected="units")), write["heatmap_unit"],
                                      [units["open_profile"], tabs], api_visibility="private")
-        units["force"].click(lambda layer, kind, unit: (f"L{layer} {kind} {int(unit or 0)}", gr.Tabs(selected="whatif")),
+        units["force"].click(lambda layer, kind, unit: (unit_name(layer, kind, int(unit or 0)), gr.Tabs(selected="whatif")),
                              [units["layer"], units["kind"], units["unit"]], [whatif["unit_to_force"], tabs],
                              api_visibility="private")
     limits = site.server.limits

@@ -6,8 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
 
 from .. import playground as pg
+from ..atlas import AtlasError, atlas_for
+from ..compute import on_compute_thread
+from ..model import ModelLoadError
 from ..runs import Recipe, RunCache
 from ..serving import DecodeServer, ServerLimits
 from ..share import ExportFolder
@@ -35,6 +42,16 @@ def return_freed_memory() -> None:
         pass
 
 
+@dataclass(frozen=True)
+class UnitSummary:
+    """What the page shows of a model's units beside its runs, from the atlas in its folder: the units' memory
+    timescales [layers, H] and means [kinds, layers, H] over the reference text; or, without an atlas, why not."""
+
+    timescale: np.ndarray | None = None
+    mean: torch.Tensor | None = None
+    missing: str | None = None
+
+
 class Site:
     def __init__(self, default_model: str | None = None, device: str = "auto", limits: ServerLimits | None = None):
         return_freed_memory()
@@ -49,21 +66,35 @@ class Site:
         self.opening = Recipe(self.default_key, prompt, pg.check_inputs(self.default_model, prompt, *settings))
         self.opening_trace = self.runs.trace(self.opening, self.default_model)
         self.exports = ExportFolder()
-        self.timescales: dict = {}  # ModelKey -> [layers, H] unit timescales from the model's atlas, or None
+        self.unit_summaries: dict = {}  # ModelKey -> UnitSummary
         self.being_written: dict[Recipe, object] = {}  # runs whose text is streaming -> their Job
         self.changed = threading.Condition()
 
     def model(self, key):
         return self.models.get(key)
 
-    def timescale(self, key):
-        """The memory timescales of a loaded model's units (charrnn.playground.unit_timescales), looked up once."""
-        if key not in self.timescales:
-            source, local = self.models.resolve(key.source)
-            while len(self.timescales) >= 2 * self.models.size:  # models no longer loaded
-                self.timescales.pop(next(iter(self.timescales)))
-            self.timescales[key] = pg.unit_timescales(self.model(key), source if local else None)
-        return self.timescales[key]
+    def unit_summary(self, key) -> UnitSummary:
+        """A loaded model's UnitSummary, its atlas read once per model (only the summary is kept)."""
+        if key not in self.unit_summaries:
+            while len(self.unit_summaries) >= 2 * self.models.size:  # models no longer loaded
+                self.unit_summaries.pop(next(iter(self.unit_summaries)))
+            self.unit_summaries[key] = self.read_unit_summary(key)
+        return self.unit_summaries[key]
+
+    def read_unit_summary(self, key) -> UnitSummary:
+        source, local = self.models.resolve(key.source)
+        if not local:
+            return UnitSummary(missing="it came from the Hugging Face Hub, and an atlas comes only with a local model "
+                                       "folder (reference.txt and atlas.safetensors, written by python -m charrnn atlas)")
+        try:
+            atlas = on_compute_thread(atlas_for)(self.model(key), source, build=False)
+        except (AtlasError, ModelLoadError, OSError) as e:
+            return UnitSummary(missing=f"it has no usable unit atlas ({e})")
+        return UnitSummary(atlas.timescale, atlas.mean.clone())
+
+    def timescale(self, key) -> np.ndarray | None:
+        """The memory timescales [layers, H] of a loaded model's units, None without an atlas."""
+        return self.unit_summary(key).timescale
 
     @contextmanager
     def writing(self, recipe: Recipe, job):

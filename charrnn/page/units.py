@@ -9,17 +9,18 @@ unit), /select_and_match(text, start, end, threshold), /memory_gain(text). Each 
 from __future__ import annotations
 
 import functools
-import re
 
 import gradio as gr
 
 from .. import figures, unit_figures
+from .. import playground as pg
 from ..activations import KIND_NAMES, KINDS
 from ..matching import MAX_SPAN, THRESHOLD
 from ..memory_gain import memory_gain_html
 from ..signals import BUILTIN, MAX_PATTERN_CHARS
 from ..unit_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable, capitalised
 from ..units import format_timescale
+from ..whatif_inputs import parse_unit_name
 from .site import Site
 
 OPENING_CHARS = 1500  # of the reference text, in the finder's text box when the tab opens
@@ -30,7 +31,6 @@ KIND_CHOICES = [(KIND_NAMES[kind], kind) for kind in KINDS]
 FOUND_HEADERS = ["layer", "kind", "unit", "r", "τ (steps)"]
 SELECTED_HEADERS = ["layer", "unit", "lowest inside", "highest around"]
 CLEARLY = 0.3  # |r| from which a unit is said to follow a signal
-NAMED_UNIT = re.compile(r"\s*L?(\d+)\s+(hidden|reset|update)\s+u?(\d+)\s*", re.IGNORECASE)
 
 
 def as_page_error(title: str):
@@ -265,10 +265,10 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
 
     def open_named(name, key):
         """A unit named in the hidden textbox (by another tab), such as "L3 hidden 99": its profile."""
-        named = NAMED_UNIT.fullmatch(name or "")
-        if not named:
+        try:
+            chosen = parse_unit_name(name)
+        except pg.InputError:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        chosen = int(named[1]), named[2].lower(), int(named[3])
         return (*chosen, unit_profile(*chosen, key))
 
     def select_span(text, threshold, key, evt: gr.SelectData):

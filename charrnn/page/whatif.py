@@ -10,19 +10,14 @@ pair go to the decode server together, so they are written in the same batch; th
 from __future__ import annotations
 
 import html
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import gradio as gr
 
 from .. import playground as pg
 from .. import whatif_figures as wf
-from ..activations import KINDS as VALUE_KINDS
-from ..atlas import AtlasError, atlas_for
 from ..compute import on_compute_thread
 from ..interventions import KIND_NAMES, KINDS
-from ..model import ModelLoadError
 from ..runs import Recipe
 from ..serving import ServerBusy
 from ..vocab import visible_char
@@ -79,46 +74,21 @@ class Comparison:
         return {"forced": len(self.original.prompt) + step}
 
 
-class UnitMeans:
-    """Each model's unit means over its reference text, from the atlas in its folder, read once per model (only
-    the means are kept); for a model without one, why not."""
-
-    def __init__(self, site: Site, size: int = 8):
-        self.site, self.size = site, size
-        self.means: OrderedDict[object, object] = OrderedDict()  # ModelKey -> [kinds, layers, H] tensor, or a reason
-        self.lock = threading.Lock()
-
-    def mean(self, key, model, layer: int, kind: str, unit: int) -> float:
-        means = self.of(key, model)
-        if isinstance(means, str):
-            raise pg.InputError(f'Value "mean" is not available for this model: {means}. Give a number or "zero".')
-        return float(means[VALUE_KINDS.index(kind), layer - 1, unit])
-
-    def of(self, key, model):
-        with self.lock:
-            if key in self.means:
-                self.means.move_to_end(key)
-                return self.means[key]
-        try:
-            folder, local = self.site.models.resolve(key.source)
-            if local:
-                means = on_compute_thread(lambda: atlas_for(model, folder, build=False).mean.clone())()
-            else:
-                means = ("it came from the Hugging Face Hub, and an atlas comes only with a local model folder "
-                         "(reference.txt and atlas.safetensors, written by python -m charrnn atlas)")
-        except (AtlasError, ModelLoadError) as e:
-            means = f"it has no usable unit atlas ({e})"
-        with self.lock:
-            self.means[key] = means
-            while len(self.means) > self.size:
-                self.means.popitem(last=False)
-        return means
+def unit_mean(site: Site, key, layer: int, kind: str, unit: int) -> float:
+    """A unit's mean over the model's reference text (the value "mean"), or InputError saying why there is none."""
+    summary = site.unit_summary(key)
+    if summary.mean is None:
+        raise pg.InputError(f'Value "mean" is not available for this model: {summary.missing}. Give a number or '
+                            '"zero".')
+    return float(summary.mean[KINDS.index(kind), layer - 1, unit])
 
 
 def write_runs(site: Site, model, recipes: list[Recipe], title: str):
     """Submit the recipes to the decode server together (so they are written in the same batch), wait for all of
     them and keep them in site.runs. A generator that yields while it waits: a visitor who leaves closes it, and
-    the runs are cancelled at the next step."""
+    the runs are cancelled at the next step. Runs the site holds already (the run on the Write tab, usually the
+    original) are not written again."""
+    recipes = [r for r in recipes if r != site.opening and not site.runs.has(r)]
     jobs = []
     try:
         try:
@@ -246,7 +216,6 @@ def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
     Returns the components other tabs use ("unit_to_force": a hidden Textbox that takes a name like "L3 hidden 99"
     and fills the unit to force)."""
     model = site.default_model
-    means = UnitMeans(site)
     limits = site.server.limits
     busy = limits.max_rows + limits.max_waiting
     gr.Markdown(
@@ -337,7 +306,7 @@ def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
             settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
             intervention = check_intervention(model, layer, kind, unit, value, from_step,
                                               len(prompt) + settings.max_new_chars,
-                                              lambda *unit_: means.mean(key, model, *unit_))
+                                              lambda *unit_: unit_mean(site, key, *unit_))
         except pg.InputError as e:
             raise gr.Error(str(e), title=FORCE_TITLE) from None
         original = Recipe(key, prompt, settings)

@@ -225,7 +225,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
     def export_last(run):
         """The files of the visitor's last run (the opening example before their first)."""
         run = run or site.opening
-        files = site.exports.export(site.trace(run), run.model, site.model(run.model))
+        files = site.exports.export(site.trace(run), run.model)
         return gr.update(value=[str(f) for f in files], visible=True)
 
     def export_run(prompt, max_new_chars, temperature, top_k, top_p, seed, key):
@@ -233,7 +233,7 @@ def write_tab(site: Site, model_key: gr.State) -> dict:
         model = site.model(key)
         for *_, run in stream_run(key, model, (prompt, max_new_chars, temperature, top_k, top_p, seed)):
             pass
-        return str(site.exports.export(site.trace(run), key, model)[0])
+        return str(site.exports.export(site.trace(run), key)[0])
 
     def redraw_gates(run, view, layer, order, max_units, pinned, window):
         trace = site.trace(run)
