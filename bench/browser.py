@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shutil
 
-from charrnn import figures
-from charrnn import playground as pg
-from charrnn.gates import Trace
+from charrnn.figures import run as figures
+from charrnn.serving import compute
+from charrnn.decoding.trace import Trace
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -34,7 +34,7 @@ DRAWN = """(expected) => {
 }"""
 
 
-@pg.on_compute_thread  # like the app's own torch work: torch work on this thread would slow the server measured
+@compute.on_compute_thread  # like the app's own torch work: torch work on this thread would slow the server measured
 def expected_page(trace: Trace) -> dict:
     saturation = figures.saturation_figure(trace).data[0].x[0]
     labels = figures.column_labels(trace.text, *figures.step_columns(len(trace.text)))  # the whole run's columns

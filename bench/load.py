@@ -130,8 +130,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from bench.memory import free_port, start_page
     from charrnn.bench import cpu_model
-    from charrnn.loading import load_model
-    from charrnn.shipped_models import shipped_model
+    from charrnn.models.loading import load_model
+    from charrnn.models.shipped import shipped_model
 
     # The page runs in its own process, as on a Space: the visitors' clients must not share its interpreter.
     port = free_port()

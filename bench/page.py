@@ -32,8 +32,8 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench.browser import CHROMIUM, CHROMIUM_ARGS, DRAWN, expected_page, fill_settings  # noqa: E402
 from charrnn import DecodeSettings  # noqa: E402
-from charrnn import playground as pg  # noqa: E402
-from charrnn.compute import on_compute_thread  # noqa: E402
+from charrnn.page import views as pg  # noqa: E402
+from charrnn.serving.compute import on_compute_thread  # noqa: E402
 
 TEXT_DONE = "t => document.querySelector('#generated-text textarea').value === t"
 

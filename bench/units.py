@@ -18,12 +18,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from charrnn import CharRNN  # noqa: E402
-from charrnn.activations import one_thread, read  # noqa: E402
-from charrnn.atlas import atlas_for  # noqa: E402
-from charrnn.contexts import gates_by_context_of  # noqa: E402
-from charrnn.matching import MATCH_CHARS, build_match_index  # noqa: E402
-from charrnn.signals import BUILTIN, SignalError  # noqa: E402
-from charrnn.units import find_units  # noqa: E402
+from charrnn.analysis.activations import one_thread, read  # noqa: E402
+from charrnn.analysis.atlas import atlas_for  # noqa: E402
+from charrnn.analysis.contexts import gates_by_context_of  # noqa: E402
+from charrnn.analysis.matching import MATCH_CHARS, build_match_index  # noqa: E402
+from charrnn.analysis.signals import BUILTIN, SignalError  # noqa: E402
+from charrnn.analysis.units import find_units  # noqa: E402
 
 
 def best_rows(model, text, pattern, values, rows):

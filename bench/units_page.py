@@ -4,9 +4,8 @@ runs.
 Launches the playground in this process and, over HTTP with gradio_client (as a visitor's browser would): /find_units
 over 3,000 and 10,000 characters of the reference text alone; /generate of 300 characters alone; then /generate again,
 one request after another, while /find_units over 10,000 characters runs. --share sets the fraction of the compute
-thread that long jobs may take while someone's text is being written (charrnn.compute.PIECES_SHARE; 1 turns the rests
-off). Prints one JSON object.
-"""
+thread that long jobs may take while someone's text is being written (charrnn.serving.compute.PIECES_SHARE; 1 turns the
+rests off). Prints one JSON object. """
 
 from __future__ import annotations
 

@@ -2,12 +2,10 @@
 
 __version__ = "0.1.0"
 
-from .bigram import BigramLanguageModel
-from .decode import DecodeUpdate
-from .gates import Trace
-from .loading import load_model
-from .model import CharRNN, ModelLoadError
-from .sampling import DecodeSettings, filter_probs
+from .decoding.loop import DecodeUpdate
+from .decoding.sampling import DecodeSettings, filter_probs
+from .decoding.trace import Trace
+from .models import BigramLanguageModel, CharRNN, ModelLoadError, load_model
 from .vocab import UnknownCharactersError, Vocab
 
 __all__ = ["__version__", "BigramLanguageModel", "CharRNN", "DecodeSettings", "DecodeUpdate", "ModelLoadError", "Trace",

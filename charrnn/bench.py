@@ -21,12 +21,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .decode import step_weights
-from .gates import StepWeights, build_trace
-from .layout import choose_layout
-from .model import CharRNN
-from .sampling import DecodeSettings
-from .shipped_models import shipped_model
+from .decoding.kernel import StepWeights
+from .decoding.layout import choose_layout
+from .decoding.loop import graph_decoder, step_weights
+from .decoding.sampling import DecodeSettings
+from .decoding.trace import build_trace
+from .models.gru import CharRNN
+from .models.shipped import shipped_model
 
 
 def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings, keep_trace: bool = True) -> str:
@@ -181,8 +182,6 @@ def cuda_floor(model: CharRNN, us_per_step: float) -> dict:
 def kernels_per_step(model: CharRNN) -> int:
     """GPU kernels one decode step launches (what each step of the CUDA graph replays)."""
     from torch.profiler import ProfilerActivity, profile
-
-    from .decode import graph_decoder, step_weights
 
     settings = DecodeSettings(temperature=0.8, top_p=0.95)
     decoder = graph_decoder(model, step_weights(model), settings, 1)

@@ -8,7 +8,7 @@ import math
 import shlex
 import sys
 
-from .shipped_models import shipped_model
+from .models.shipped import shipped_model
 
 SHIPPED_HELP = "local folder or Hub repo id (default: the shipped tiny-shakespeare model)"
 
@@ -112,10 +112,10 @@ def build_atlas_command(args) -> dict:
 
     from tqdm.auto import tqdm
 
-    from .atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, read_reference_text, save_atlas
-    from .data import read_text, split
-    from .hub_layout import WEIGHTS_FILE
-    from .model import CharRNN
+    from .analysis.atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, read_reference_text, save_atlas
+    from .models.gru import CharRNN
+    from .models.loading import WEIGHTS_FILE
+    from .training.data import read_text, split
 
     folder = Path(args.model)
     if not folder.is_dir():
@@ -137,7 +137,7 @@ def build_atlas_command(args) -> dict:
 
 def run(args, argv, prog: str) -> None:
     if args.command == "train":
-        from .train import train
+        from .training.train import train
 
         info = train(args.text, args.out, embedding_dim=args.embedding_dim, hidden_size=args.hidden_size,
                      num_layers=args.num_layers, dropout=args.dropout, seq_len=args.seq_len,
@@ -149,7 +149,7 @@ def run(args, argv, prog: str) -> None:
         print(f"best validation loss {info['val_loss']:.4f} nats/char at step {info['best_step']}; "
               f"saved to {args.out}")
     elif args.command == "train-bigram":
-        from .train_bigram import train_bigram
+        from .training.train_bigram import train_bigram
 
         info = train_bigram(args.text, args.out, steps=args.steps, batch_size=args.batch_size,
                             block_size=args.block_size, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
@@ -159,8 +159,8 @@ def run(args, argv, prog: str) -> None:
               f"{bounds['val_own_counts']:.4f} with the validation text's own counts, {bounds['train_counts']:.4f} "
               f"with the training part's, add-{bounds['alpha']:g}); saved to {args.out}")
     elif args.command == "sample":
-        from .loading import load_model
-        from .sampling import DecodeSettings
+        from .decoding.sampling import DecodeSettings
+        from .models.loading import load_model
 
         settings = DecodeSettings(args.max_new_chars, args.temperature, args.top_k, args.top_p, args.seed)
         model = load_model(args.model, revision=args.revision, device=args.device)
@@ -175,20 +175,20 @@ def run(args, argv, prog: str) -> None:
         else:
             print(model.generate(args.prompt, settings, on_unknown=on_unknown).text)
     elif args.command == "evaluate":
-        from .evaluate import evaluate_file
-        from .loading import load_model
+        from .models.loading import load_model
+        from .training.evaluate import evaluate_file
 
         model = load_model(args.model, revision=args.revision, device=args.device)
         result = evaluate_file(model, args.text, args.part, args.window)
         print(json.dumps({"model": args.model, **result, "loss": round(result["loss"], 4)}))
     elif args.command == "push":
-        from .hub import push
+        from .models.publish import push
 
         print(push(args.folder, args.repo_id, private=args.private, revision=args.revision, message=args.message))
     elif args.command == "atlas":
         print(json.dumps(build_atlas_command(args)))
     elif args.command == "convert":
-        from .convert import convert
+        from .models.convert import convert
 
         model = convert(args.checkpoint, args.out, dtype=args.dtype, overwrite=args.overwrite)
         parameters = sum(p.numel() for p in model.parameters())
@@ -208,8 +208,8 @@ def main(argv: list[str] | None = None, prog: str = "charrnn") -> int:
     """The `charrnn` console script (and python -m charrnn, with prog="python -m charrnn")."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(prog).parse_args(argv)
-    from .data import DataError
-    from .model import ModelLoadError
+    from .models.loading import ModelLoadError
+    from .training.data import DataError
 
     try:
         run(args, argv, prog)

@@ -4,7 +4,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from charrnn import DecodeSettings
-from charrnn.decode import graph_decoder, step_weights
+from charrnn.decoding.loop import graph_decoder, step_weights
 
 from threads import in_threads
 from nn_gru_reference import TOL, nn_gru_gates, nn_gru_states, single_layers

@@ -1,7 +1,7 @@
 """The unit analyses with the model on a CUDA GPU (torch's cuDNN GRU per layer) against the CPU."""
 
-from charrnn.activations import read
-from charrnn.units import find_units
+from charrnn.analysis.activations import read
+from charrnn.analysis.units import find_units
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 10

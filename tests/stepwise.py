@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from charrnn.activations import one_thread
+from charrnn.analysis.activations import one_thread
 
 
 @torch.no_grad()

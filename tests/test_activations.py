@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from charrnn import UnknownCharactersError
-from charrnn.activations import KINDS, Activations, TextError, chunks, one_thread, read
+from charrnn.decoding.unit import KINDS
+from charrnn.analysis.activations import Activations, TextError, chunks, one_thread, read
 
 from conftest import make_tiny
 from stepwise import reference_start, stepwise_values

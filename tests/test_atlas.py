@@ -9,11 +9,10 @@ import pytest
 import safetensors.torch
 import torch
 
-from charrnn.atlas import (AFTER, ATLAS_FILE, BEFORE, BLOCK, MARK_CLOSE, MARK_OPEN, REFERENCE_FILE, TOP_K, AtlasError,
-                           atlas_for, build_atlas, edges, file_sha256, load_atlas, save_atlas, unit_profile)
-from charrnn.activations import KINDS, KIND_RANGES
-from charrnn.data import split
-from charrnn.signals import BUILTIN
+from charrnn.analysis.atlas import AFTER, ATLAS_FILE, BEFORE, BLOCK, MARK_CLOSE, MARK_OPEN, REFERENCE_FILE, TOP_K, AtlasError, atlas_for, build_atlas, edges, file_sha256, load_atlas, save_atlas, unit_profile
+from charrnn.decoding.unit import KINDS, KIND_RANGES
+from charrnn.training.data import split
+from charrnn.analysis.signals import BUILTIN
 
 from conftest import CORPUS, SHIPPED, make_tiny, run_cli
 from stepwise import START_CHARS, reference_start, stepwise_values
@@ -150,9 +149,9 @@ def test_unit_profile(tiny_model, tiny_atlas, expected):
     for signal in profile["signals"]:
         assert signal["r"] == pytest.approx(np.corrcoef(expected[0, 1, :, 3], BUILTIN[signal["signal"]].values(TEXT))[0, 1],
                                             abs=1e-5)
-    with pytest.raises(ValueError, match="layer must be from 1 to 2"):
+    with pytest.raises(ValueError, match="layer must be a whole number from 1 to 2"):
         unit_profile(tiny_atlas, 0, "hidden", 3)
-    with pytest.raises(ValueError, match="unit must be from 0 to 7"):
+    with pytest.raises(ValueError, match="unit must be a whole number from 0 to 7"):
         unit_profile(tiny_atlas, 1, "hidden", 8)
     with pytest.raises(ValueError, match="kind must be one of"):
         unit_profile(tiny_atlas, 1, "cell", 0)

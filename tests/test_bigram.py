@@ -10,8 +10,8 @@ import safetensors.torch
 import torch
 
 from charrnn import load_model, CharRNN, ModelLoadError
-from charrnn.bigram import ALPHA_GRID, BigramLanguageModel
-from charrnn.data import read_text, split
+from charrnn.models.bigram import ALPHA_GRID, BigramLanguageModel
+from charrnn.training.data import read_text, split
 
 from conftest import CORPUS, ROOT, SHAKESPEARE_VOCAB, SHIPPED, evaluate_on_validation, run_cli
 

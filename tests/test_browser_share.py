@@ -8,9 +8,11 @@ from urllib.parse import quote
 import numpy as np
 import torch
 
-from charrnn import CharRNN, DecodeSettings, share
-from charrnn import playground as pg
-from charrnn.runs import Recipe
+from charrnn import CharRNN, DecodeSettings
+from charrnn.page import share
+from charrnn.page import views as pg
+from charrnn.page import inputs
+from charrnn.serving.runs import Recipe
 
 from bench.browser import DRAWN, expected_page, generate_in_page
 
@@ -97,7 +99,7 @@ def test_copy_link_gives_the_visitors_run_and_the_link_opens_it(open_page, shipp
     page.wait_for_function("() => document.querySelector('#share-link textarea, #share-link input').value"
                            ".includes('?prompt=')", timeout=30_000)
     link = box.input_value()
-    default = pg.model_key(pg.default_model(), None)
+    default = inputs.model_key(pg.default_model(), None)
     assert link == app_url + "/" + share.link_query(Recipe(default, "KING:\nWhat", trace.settings), default)
     again = open_page(link[len(app_url) + 1:])
     again.wait_for_function(DRAWN, arg=expected_page(trace), timeout=120_000, polling=50)
@@ -124,7 +126,7 @@ def test_clicking_a_heatmap_row_names_the_unit(open_page):
     plot = page.locator("#update-gate .js-plotly-plot")
     plot.scroll_into_view_if_needed()
     first_row = page.evaluate("() => document.querySelector('#update-gate .js-plotly-plot').data[0].y[0]")
-    unit = re.search(r"L1 u(\d+)", first_row).group(1)
+    unit = re.search(r"L1 update (\d+)", first_row).group(1)
     area = page.locator("#update-gate .nsewdrag").first.bounding_box()  # the heatmap's plot area
     rows = len(page.evaluate("() => document.querySelector('#update-gate .js-plotly-plot').data[0].y"))
     x, y = area["x"] + area["width"] / 2, area["y"] + area["height"] / rows / 2
@@ -141,7 +143,7 @@ def test_clicking_a_heatmap_row_names_the_unit(open_page):
     assert value == f"L1 update {unit}"
     # The click opens the unit's profile on the Units tab; from there the unit can be forced in What-if.
     page.wait_for_function("u => (document.querySelector('#profile-summary') || {innerText: ''}).innerText"
-                           ".includes(`L1 u${u}, update gate`)",
+                           ".includes(`L1 update ${u}, update gate`)",
                            arg=unit, timeout=60_000)
     assert page.locator("#profile-summary").is_visible()
     page.locator("#force-in-whatif").click()

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from charrnn.compute import on_compute_thread
-from charrnn.unit_service import FOUND_ROWS
-from charrnn.units import find_units
+from charrnn.serving.compute import on_compute_thread
+from charrnn.page.units_service import FOUND_ROWS
+from charrnn.analysis.units import find_units
 
 from conftest import ARTIFACTS
 
@@ -47,14 +47,14 @@ def test_find_units_then_open_a_found_unit_select_a_span_and_see_its_matches(pag
     page.wait_for_function("() => document.querySelector('#found-units-plot .js-plotly-plot').layout.title.text"
                            ".includes('[A-Z]+')", timeout=60_000)
     bars = page.evaluate("() => Array.from(document.querySelector('#found-units-plot .js-plotly-plot').data[0].y)")
-    assert bars == [f"L{r['layer']} {r['kind']} u{r['unit']}" for r in expected]
+    assert bars == [f"L{r['layer']} {r['kind']} {r['unit']}" for r in expected]
     assert cell(page, "found-units", 0, 2).inner_text().strip() == str(expected[0]["unit"])
 
     # A click on a found unit opens its profile.
     second = expected[1]
     cell(page, "found-units", 1, 0).click()
-    wait_for_text(page, "profile-summary", f"L{second['layer']} u{second['unit']}, ")
-    assert plot_title(page, "profile-histogram").startswith(f"L{second['layer']} u{second['unit']}:")
+    wait_for_text(page, "profile-summary", f"L{second['layer']} {second['kind']} {second['unit']}, ")
+    assert plot_title(page, "profile-histogram").startswith(f"L{second['layer']} {second['kind']} {second['unit']}:")
     assert page.locator("#profile-contexts div").filter(has_text="Highest values").count() >= 1
     assert page.locator("#profile-unit input").input_value() == str(second["unit"])
 
@@ -76,7 +76,7 @@ def test_find_units_then_open_a_found_unit_select_a_span_and_see_its_matches(pag
     # A unit of the selection opens like a found one.
     layer, unit = (cell(page, "selected-units", 0, col).inner_text().strip() for col in (0, 1))
     cell(page, "selected-units", 0, 0).click()
-    wait_for_text(page, "profile-summary", f"L{layer} u{unit}, hidden state")
+    wait_for_text(page, "profile-summary", f"L{layer} hidden {unit}, hidden state")
 
     page.locator("#selection-summary").scroll_into_view_if_needed()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -87,7 +87,7 @@ def test_find_units_then_open_a_found_unit_select_a_span_and_see_its_matches(pag
 def test_another_tab_opens_a_unit_through_the_hidden_textbox(page):
     page.evaluate("""() => { const box = document.querySelector('#unit-to-profile textarea');
         box.value = 'L2 update 7'; box.dispatchEvent(new Event('input', {bubbles: true})); }""")
-    wait_for_text(page, "profile-summary", "L2 u7, update gate z_t")
+    wait_for_text(page, "profile-summary", "L2 update 7, update gate z_t")
     page.wait_for_function("() => (document.querySelector('#profile-pushes .js-plotly-plot').layout.annotations"
                            " || []).some(a => a.text.startsWith('Only a last-layer hidden unit'))", timeout=30_000)
     assert page.errors == []

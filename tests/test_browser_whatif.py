@@ -5,10 +5,10 @@ import re
 
 
 from charrnn import DecodeSettings
-from charrnn.interventions import Intervention
+from charrnn.decoding.interventions import Intervention
 from charrnn.page.site import EXAMPLES
 from charrnn.vocab import visible_char
-from charrnn.whatif import branch
+from charrnn.analysis.whatif import branch
 
 from bench.browser import set_number
 

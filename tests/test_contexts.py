@@ -5,8 +5,8 @@ import re
 import numpy as np
 import pytest
 
-from charrnn.atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, load_atlas
-from charrnn.contexts import CLAIMS, CONTEXTS, context_offsets, gates_by_context, gates_by_context_of
+from charrnn.analysis.atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, load_atlas
+from charrnn.analysis.contexts import CLAIMS, CONTEXTS, context_offsets, gates_by_context, gates_by_context_of
 
 from conftest import SHIPPED, make_tiny
 from stepwise import stepwise_values

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from charrnn import CharRNN, DecodeSettings
 from charrnn.cli import main
-from charrnn.convert import ConversionError, convert
+from charrnn.models.convert import ConversionError, convert
 
 from conftest import run_cli
 

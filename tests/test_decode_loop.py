@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from charrnn import DecodeSettings
-from charrnn.decode import DecodeLoop, DecodeRequest, step_weights
-from charrnn.layout import REFERENCE, Layout, ThreadSwitch, base_candidates, candidates, choose_layout, same_bits
-from charrnn.sampling import RowSettings, filter_probs
+from charrnn.decoding.loop import DecodeLoop, DecodeRequest, step_weights
+from charrnn.decoding.layout import REFERENCE, Layout, ThreadSwitch, base_candidates, candidates, choose_layout, same_bits
+from charrnn.decoding.sampling import RowSettings, filter_probs
 
 from conftest import make_tiny
 from nn_gru_reference import TOL, nn_gru_differences
@@ -137,7 +137,7 @@ def test_layouts_compute_the_products_of_padded_rows(layout):
 
 def test_a_forced_layout_comes_from_the_environment(monkeypatch, shipped):
     monkeypatch.setenv("CHARRNN_LAYOUT", "bmm/4/4/1t")
-    monkeypatch.setattr("charrnn.layout._chosen", {})
+    monkeypatch.setattr("charrnn.decoding.layout._chosen", {})
     assert choose_layout(step_weights(shipped), CPU)[0] == Layout("bmm", 4, 4, 1)
     assert Layout.parse("bmm/4/4") == Layout("bmm", 4, 4)
     assert Layout.parse(str(Layout("addmm", 8, 2, 1))) == Layout("addmm", 8, 2, 1)
@@ -148,7 +148,7 @@ def test_a_forced_layout_comes_from_the_environment(monkeypatch, shipped):
 
 
 def test_the_bigram_writes_through_the_same_loop_with_no_gates():
-    from charrnn.bigram import BigramLanguageModel
+    from charrnn.models.bigram import BigramLanguageModel
 
     from conftest import ROOT
 

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from charrnn import DecodeSettings
-from charrnn import figures
-from charrnn import playground as pg
-from charrnn.gates import saturation
-from charrnn.units import format_timescale, order_units
+from charrnn.figures import run as figures
+from charrnn.page import views as pg
+from charrnn.page import inputs
+from charrnn.decoding.trace import saturation
+from charrnn.analysis.units import format_timescale, order_units
 from charrnn.vocab import visible_char
 
 SHOWN = {"␣": " ", "↵": "\n"}
@@ -86,11 +87,11 @@ def test_quantised_values_round_trip():
 
 @pytest.mark.parametrize("kind", ["reset", "update", "hidden"])
 def test_gate_heatmap_values_are_the_traces(trace, kind):
-    figure = figures.gate_figure(trace, kind, layer=1, order="variance", max_units=40)
+    figure = figures.gate_figure(trace, kind, layer=2, order="variance", max_units=40)
     heatmap = figure.data[0]
     values = figures.gate_values(trace, kind)[1]
-    units = [int(re.search(r"u(\d+)", label).group(1)) for label in heatmap.y]
-    assert len(units) == 40 and all(label.startswith("L2 u") for label in heatmap.y)
+    units = [int(re.search(r" (\d+)", label).group(1)) for label in heatmap.y]
+    assert len(units) == 40 and all(label.startswith(f"L2 {kind} ") for label in heatmap.y)
     # The rows are the layer's most variable hidden states, the same rows in every kind's heatmap.
     assert units == trace.hidden[1].var(0, unbiased=False).argsort(descending=True, stable=True)[:40].tolist()
     shown = figures.heatmap_values(figure)
@@ -109,12 +110,12 @@ def test_heatmap_rows_grouped_by_signal_labelled_with_timescales_and_pinned_on_t
     timescale = np.linspace(1, 50, 512)
     values = trace.hidden[2]
     expected = order_units(trace.text, values)
-    figure = figures.gate_figure(trace, "reset", layer=2, order="signal", max_units=30, pinned=(99, 337, 99),
+    figure = figures.gate_figure(trace, "reset", layer=3, order="signal", max_units=30, pinned=(99, 337, 99),
                                  timescale=timescale)
     labels = list(figure.data[0].y)
-    assert labels[:2] == ["★ L3 u99 (τ 10)", "★ L3 u337 (τ 33)"]
+    assert labels[:2] == ["★ L3 reset 99 (τ 10)", "★ L3 reset 337 (τ 33)"]
     rest = [u for u in expected["units"] if u not in (99, 337)][:28]
-    assert labels[2:] == [f"L3 u{u} (τ {format_timescale(timescale[u])})" for u in rest]
+    assert labels[2:] == [f"L3 reset {u} (τ {format_timescale(timescale[u])})" for u in rest]
     lines = [s.y0 for s in figure.layout.shapes if s.type == "line" and s.y0 == s.y1]
     assert lines[0] == 1.5  # under the pinned rows
     # a line above each group of units following the same built-in signal, named where there is room
@@ -127,11 +128,11 @@ def test_heatmap_rows_grouped_by_signal_labelled_with_timescales_and_pinned_on_t
     first_row, name = groups[0]
     assert notes[rest[first_row - 2]].startswith(name.rsplit(" (", 1)[0])
     # the update heatmap shows the same rows
-    update = figures.gate_figure(trace, "update", layer=2, order="signal", max_units=30, pinned=(99, 337),
+    update = figures.gate_figure(trace, "update", layer=3, order="signal", max_units=30, pinned=(99, 337),
                                  timescale=timescale)
-    assert list(update.data[0].y) == labels
+    assert [label.replace(" update ", " reset ") for label in update.data[0].y] == labels
     with pytest.raises(ValueError, match="pinned units must be from 0 to 511"):
-        figures.gate_figure(trace, "reset", 0, pinned=(512,))
+        figures.gate_figure(trace, "reset", 1, pinned=(512,))
 
 
 def test_signal_groups_name_runs_of_rows():
@@ -150,7 +151,7 @@ def test_step_ticks_do_not_overlap(trace, long):
         columns = -(-(stop - start) // per)
         assert len(values) <= figures.PLOT_WIDTH_PX / 50 + 1 and len(set(np.diff(steps))) <= 1
         assert all(start <= s < stop and v == (s - start) // per and 0 <= v < columns for s, v in zip(steps, values))
-    figure = figures.gate_figure(long, "reset", 0)
+    figure = figures.gate_figure(long, "reset", 1)
     assert len(figure.layout.xaxis.tickvals) <= 21
     assert set(figure.layout.xaxis.tickvals) <= set(figure.data[0].x)
 
@@ -159,16 +160,16 @@ def test_long_runs_are_averaged_per_column_and_windows_show_every_step(long):
     steps = len(long.text)
     start, stop, per = figures.step_columns(steps)
     assert (start, stop, per) == (0, 2006, 5)
-    figure = figures.gate_figure(long, "update", layer=0, order="index", max_units=512)
+    figure = figures.gate_figure(long, "update", layer=1, order="index", max_units=512)
     z = figures.heatmap_values(figure)
     assert z.shape[1] == 402 and z.shape[0] * z.shape[1] <= figures.MAX_CELLS
-    assert [int(re.search(r"u(\d+)", y).group(1)) for y in figure.data[0].y] == list(range(z.shape[0]))
+    assert [int(re.search(r" (\d+)", y).group(1)) for y in figure.data[0].y] == list(range(z.shape[0]))
     update = long.update_gate[0].double().numpy()
     assert np.abs(z[:, 0] - update[0:5, : z.shape[0]].mean(0)).max() <= 1e-4
     assert np.abs(z[:, -1] - update[2005:2006, : z.shape[0]].mean(0)).max() <= 1e-4  # the last column: one step
     assert figure.data[0].x[1] == "5–9 " + "".join(visible_char(c) for c in long.text[5:10])
     # a window: MAX_COLUMNS steps from its start, one per column
-    window = figures.gate_figure(long, "update", layer=0, order="index", max_units=64, window=1500)
+    window = figures.gate_figure(long, "update", layer=1, order="index", max_units=64, window=1500)
     z = figures.heatmap_values(window)
     assert z.shape == (64, 500) and window.data[0].x[0] == f"1500 {visible_char(long.text[1500])}"
     assert "steps 1,500–1,999" in window.layout.title.text
@@ -212,14 +213,14 @@ def test_surprisal_view_codes_every_character(trace):
 
 
 def test_unit_view_codes_the_units_values_and_its_limits(trace):
-    page = figures.activation_html(trace, "reset", 2, 7)
+    page = figures.activation_html(trace, "reset", 3, 7)
     values = figures.dequantise(figures.text_codes(page), 0, 1)
     assert values == pytest.approx(trace.reset_gate[2, :, 7].tolist(), abs=1e-5)
     assert 'data-name="reset"' in page and "Layer 3, unit 7" in page
-    with pytest.raises(ValueError, match="unit must be from 0 to 511"):
-        figures.activation_html(trace, "hidden", 0, 512)
-    with pytest.raises(ValueError, match="layer must be from 1 to 3"):
-        figures.activation_html(trace, "hidden", 3, 0)
+    with pytest.raises(ValueError, match="unit must be a whole number from 0 to 511"):
+        figures.activation_html(trace, "hidden", 1, 512)
+    with pytest.raises(ValueError, match="layer must be a whole number from 1 to 3"):
+        figures.activation_html(trace, "hidden", 4, 0)
 
 
 def test_html_in_the_text_is_escaped(tiny):
@@ -237,20 +238,20 @@ def test_text_html_colours_a_plain_string():
 
 
 def test_figures_serialise_for_the_browser(trace):
-    for figure in (figures.probability_figure(trace), figures.gate_figure(trace, "reset", 0),
+    for figure in (figures.probability_figure(trace), figures.gate_figure(trace, "reset", 1),
                    figures.saturation_figure(trace)):
         parsed = json.loads(figure.to_json())
         assert parsed["data"] and parsed["layout"]["template"]["layout"]["font"]["size"] == 12
-    heatmap = json.loads(figures.gate_figure(trace, "reset", 0).to_json())["data"][0]
+    heatmap = json.loads(figures.gate_figure(trace, "reset", 1).to_json())["data"][0]
     assert heatmap["z"]["dtype"] == "u2" and "bdata" in heatmap["z"]  # binary, as plotly.js reads it
 
 
 def test_pinned_units_are_read_from_text():
-    assert pg.pinned_units(" 99, 337 99 ", 512) == (99, 337)
-    assert pg.pinned_units("", 512) == ()
-    with pytest.raises(pg.InputError, match="Pinned unit must be a whole number from 0 to 511, not 600"):
-        pg.pinned_units("3, 600", 512)
-    with pytest.raises(pg.InputError, match="Pinned unit must be a whole number"):
-        pg.pinned_units("3, x", 512)
-    with pytest.raises(pg.InputError, match="at most 32"):
-        pg.pinned_units(" ".join(map(str, range(40))), 512)
+    assert inputs.pinned_units(" 99, 337 99 ", 512) == (99, 337)
+    assert inputs.pinned_units("", 512) == ()
+    with pytest.raises(inputs.InputError, match="Pinned unit must be a whole number from 0 to 511, not 600"):
+        inputs.pinned_units("3, 600", 512)
+    with pytest.raises(inputs.InputError, match="Pinned unit must be a whole number"):
+        inputs.pinned_units("3, x", 512)
+    with pytest.raises(inputs.InputError, match="at most 32"):
+        inputs.pinned_units(" ".join(map(str, range(40))), 512)

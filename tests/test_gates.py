@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from charrnn import DecodeSettings
-from charrnn.gates import saturation
+from charrnn.decoding.trace import saturation
 
 from conftest import make_tiny
 from nn_gru_reference import TOL, nn_gru_differences, nn_gru_states

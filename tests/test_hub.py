@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 
 from charrnn import BigramLanguageModel, CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (eval(SETTINGS))
-from charrnn.loading import MAX_HEADER_BYTES, WEIGHTS_FILE
+from charrnn.models.loading import MAX_HEADER_BYTES, WEIGHTS_FILE
 
 from conftest import SHIPPED, make_tiny, run_cli, run_python
 from hub_server import FakeHub, GeneratedFile
@@ -227,7 +227,7 @@ GIANT = {"hidden_size": 60000, "num_layers": 6}  # tens of GB once built
 REFUSE = """
 import json, resource
 import torch
-import charrnn.loading
+import charrnn.models.loading
 from charrnn import BigramLanguageModel, CharRNN, DecodeSettings, ModelLoadError  # noqa: F401 (eval(SETTINGS))
 
 

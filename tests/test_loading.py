@@ -10,9 +10,9 @@ import torch.nn as nn
 from huggingface_hub import PyTorchModelHubMixin
 
 from charrnn import CharRNN, ModelLoadError
-from charrnn import loading
-from charrnn.config import constructor_arguments, vocab as vocab_field
-from charrnn.loading import MAX_CONFIG_BYTES, WEIGHTS_FILE, fetch_model, load_model
+from charrnn.models import loading
+from charrnn.models.config import constructor_arguments, vocab as vocab_field
+from charrnn.models.loading import MAX_CONFIG_BYTES, WEIGHTS_FILE, fetch_model, load_model
 
 from conftest import SHAKESPEARE_VOCAB, SHIPPED, make_tiny
 

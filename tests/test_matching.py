@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from charrnn.atlas import MARK_CLOSE, MARK_OPEN, REFERENCE_FILE
-from charrnn.matching import (SelectionError, build_match_index, match, match_index, select_and_match, select_units)
+from charrnn.analysis.atlas import MARK_CLOSE, MARK_OPEN, REFERENCE_FILE
+from charrnn.analysis.matching import SelectionError, build_match_index, match, match_index, select_and_match, select_units
 
 from conftest import SHIPPED, make_tiny
 from stepwise import stepwise_values

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from charrnn import UnknownCharactersError
-from charrnn.bigram import BigramLanguageModel
-from charrnn.data import read_text, split
-from charrnn.evaluate import loss_over_windows
-from charrnn.memory_gain import MAX_CHARS, MemoryGainError, memory_gain, memory_gain_html, summarize
+from charrnn.models.bigram import BigramLanguageModel
+from charrnn.training.data import read_text, split
+from charrnn.training.evaluate import loss_over_windows
+from charrnn.analysis.memory_gain import MAX_CHARS, MemoryGainError, memory_gain, summarize
+from charrnn.figures.units import memory_gain_html
 from charrnn.vocab import visible_char
 
 from conftest import CORPUS, ROOT, SHAKESPEARE_VOCAB, make_tiny

@@ -88,7 +88,7 @@ def test_the_package_depends_on_what_requirements_txt_lists(built):
 
 
 def test_the_installed_command_samples_what_the_library_writes(built, shipped):
-    where = subprocess.run([sys.executable, "-c", "import charrnn, charrnn.playground as p; "
+    where = subprocess.run([sys.executable, "-c", "import charrnn, charrnn.page.views as p; "
                             "print(charrnn.__file__); print(p.SHIPPED_MODEL)"],
                            capture_output=True, text=True, env=built["env"], cwd=built["cwd"], timeout=300)
     module, model = where.stdout.split()

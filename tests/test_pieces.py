@@ -9,14 +9,15 @@ import numpy as np
 import pytest
 
 from charrnn import DecodeSettings
-from charrnn.activations import Activations, read
-from charrnn.bigram import BigramLanguageModel
-from charrnn.compute import run_in_pieces, run_steps
-from charrnn.decode import DecodeRequest
-from charrnn.matching import build_match_index, match_index_steps, select_units
-from charrnn.memory_gain import memory_gain, memory_gain_steps
-from charrnn.serving import DecodeServer
-from charrnn.units import find_units, find_units_steps
+from charrnn.analysis.activations import Activations, read
+from charrnn.models.bigram import BigramLanguageModel
+from charrnn.serving.compute import run_in_pieces
+from charrnn.analysis.activations import run_steps
+from charrnn.decoding.loop import DecodeRequest
+from charrnn.analysis.matching import build_match_index, match_index_steps, select_units
+from charrnn.analysis.memory_gain import memory_gain, memory_gain_steps
+from charrnn.serving.server import DecodeServer
+from charrnn.analysis.units import find_units, find_units_steps
 
 from conftest import ROOT, SHIPPED, make_tiny
 

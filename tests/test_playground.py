@@ -5,7 +5,10 @@ import threading
 import pytest
 
 from charrnn import DecodeSettings, ModelLoadError
-from charrnn import playground as pg
+from charrnn.page import views as pg
+from charrnn.serving import compute
+from charrnn.page import inputs
+from charrnn.serving.registry import ModelRegistry
 
 from threads import in_threads
 
@@ -28,47 +31,47 @@ from threads import in_threads
     (("ROMEO", 10, 0.8, 0, 0.95, "abc"), "Seed must be a whole number"),
 ])
 def test_bad_inputs_name_the_problem_and_what_is_allowed(shipped, args, message):
-    with pytest.raises(pg.InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        pg.check_inputs(shipped, *args)
+    with pytest.raises(inputs.InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        inputs.check_inputs(shipped, *args)
 
 
 def test_good_inputs_become_decode_settings(shipped):
-    settings = pg.check_inputs(shipped, "ROMEO", 300.0, 0.8, 5.0, 0.95, "42")
+    settings = inputs.check_inputs(shipped, "ROMEO", 300.0, 0.8, 5.0, 0.95, "42")
     assert settings == DecodeSettings(300, 0.8, 5, 0.95, 42)
 
 
 def test_model_cache_loads_once_and_explains_failures(tmp_path, tiny):
     tiny.save_pretrained(tmp_path / "tiny")
-    cache = pg.ModelRegistry(size=2, device="cpu", allowed_dirs=[tmp_path])
-    key = pg.model_key(str(tmp_path / "tiny"), " ")
+    cache = ModelRegistry(size=2, device="cpu", allowed_dirs=[tmp_path])
+    key = inputs.model_key(str(tmp_path / "tiny"), " ")
     assert key.revision is None
     first = cache.get(key)
     assert cache.get(key) is first
     with pytest.raises(ModelLoadError):
-        cache.get(pg.model_key(str(tmp_path / "missing" / "x"), None))
-    with pytest.raises(pg.InputError, match="Model: give"):
-        pg.model_key("  ", None)
+        cache.get(inputs.model_key(str(tmp_path / "missing" / "x"), None))
+    with pytest.raises(inputs.InputError, match="Model: give"):
+        inputs.model_key("  ", None)
     assert "GRU 2 × 16" in pg.describe_model(key, first) and "CPU" in pg.describe_model(key, first)
 
 
 def test_views_fit_smaller_models(shipped, tiny):
-    view = pg.View(layer=2, unit_layer=2, unit=300)
+    view = pg.View(layer=3, unit_layer=3, unit=300)
     trace = tiny.trace("ROMEO")
     fitted = view.fitted(trace)
-    assert (fitted.layer, fitted.unit_layer, fitted.unit) == (1, 1, 15)
+    assert (fitted.layer, fitted.unit_layer, fitted.unit) == (2, 2, 15)  # the last of its two layers
     shown = pg.all_figures(trace, view)
     assert set(shown) == {"probabilities", "reset", "update", "saturation", "surprisal", "unit"}
 
 
 def test_the_page_runs_its_torch_work_on_one_thread_from_any_thread(shipped):
-    @pg.on_compute_thread
+    @compute.on_compute_thread
     def where(_=None):
-        return threading.current_thread().name, pg.on_compute_thread(threading.current_thread)().name
+        return threading.current_thread().name, compute.on_compute_thread(threading.current_thread)().name
 
     names = in_threads(where, [None] * 4) + [where()]
     assert {outer for outer, _ in names} == {inner for _, inner in names} == {"charrnn-compute"}
 
-    @pg.on_compute_thread
+    @compute.on_compute_thread
     def fails():
         raise ValueError("from the compute thread")
 

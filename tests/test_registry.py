@@ -6,9 +6,10 @@ import os
 import pytest
 
 from charrnn import CharRNN, ModelLoadError
-from charrnn import playground as pg
-from charrnn.config import shown
-from charrnn.registry import ROOT, ModelRegistry, describe_model
+from charrnn.page import inputs
+from charrnn.models.config import shown
+from charrnn.serving.registry import ModelKey, ModelRegistry, ROOT
+from charrnn.page.views import describe_model
 
 from conftest import SHIPPED, make_tiny, run_python
 from threads import in_threads
@@ -24,7 +25,7 @@ def place(tmp_path):
 
 def refusal(registry: ModelRegistry, source: str) -> str:
     with pytest.raises(ModelLoadError) as refused:
-        registry.get(pg.model_key(source, None))
+        registry.get(inputs.model_key(source, None))
     return str(refused.value).replace(shown(source), "SOURCE")
 
 
@@ -42,9 +43,9 @@ def test_folders_outside_the_allowed_ones_are_refused_alike_whether_they_exist_o
     assert messages == {"SOURCE is not a Hub repo id (owner/name) and not a model folder this page can load: it "
                         "loads local folders only from its weights/ folder and from the folders in CHARRNN_MODEL_DIRS"}
     assert registry.models == {} and registry.loading == {}
-    with pytest.raises(pg.InputError, match="the repo id or folder may have up to 500 characters"):
-        pg.model_key("x" * 501, None)
-    assert registry.get(pg.model_key(str(place / "allowed" / "tiny"), None)).hidden_size == 16
+    with pytest.raises(inputs.InputError, match="the repo id or folder may have up to 500 characters"):
+        inputs.model_key("x" * 501, None)
+    assert registry.get(inputs.model_key(str(place / "allowed" / "tiny"), None)).hidden_size == 16
 
 
 def test_the_apps_weights_and_the_folders_in_charrnn_model_dirs_load(place, monkeypatch):
@@ -52,11 +53,11 @@ def test_the_apps_weights_and_the_folders_in_charrnn_model_dirs_load(place, monk
     monkeypatch.delenv("CHARRNN_MODEL", raising=False)
     registry = ModelRegistry(device="cpu")
     monkeypatch.chdir(place)  # relative sources are relative to the app's folder, not to where it was started
-    shipped = registry.get(pg.model_key("weights/tiny-shakespeare", None))
+    shipped = registry.get(inputs.model_key("weights/tiny-shakespeare", None))
     assert shipped.hidden_size == 512
     assert registry.resolve("weights/tiny-shakespeare") == (os.path.realpath(SHIPPED), True)
-    assert registry.get(pg.model_key(str(SHIPPED), None)).hidden_size == 512
-    assert registry.get(pg.model_key(str(place / "allowed" / "tiny"), None)).hidden_size == 16
+    assert registry.get(inputs.model_key(str(SHIPPED), None)).hidden_size == 512
+    assert registry.get(inputs.model_key(str(place / "allowed" / "tiny"), None)).hidden_size == 16
     # owner/name with no allowed folder there is a Hub repo id, whatever is on disk.
     assert registry.resolve("outside/tiny") == ("outside/tiny", False)
     assert registry.resolve("weights/no-such-model") == ("weights/no-such-model", False)
@@ -71,29 +72,29 @@ def test_odd_metadata_is_shown_when_well_formed_and_skipped_otherwise(place):
     registry = ModelRegistry(device="cpu", allowed_dirs=[place / "allowed"])
     odd = {"val_loss": "n/a", "steps_done": True, "hardware": "GPU\n# heading", "data": 5, "notes": [1]}
     (folder / "config.json").write_text(json.dumps({**config, "training": odd}))
-    key = pg.model_key(str(folder), None)
+    key = inputs.model_key(str(folder), None)
     described = describe_model(key, registry.get(key))
     assert ": GRU 2 × 16, 0.0M parameters. Sampling on **CPU" in described
     good = {"val_loss": 1.25, "steps_done": 300, "hardware": "<img src=x onerror=alert(1)>", "data": "a/b/c.txt"}
     (folder / "config.json").write_text(json.dumps({**config, "training": good}))
-    other = pg.model_key(str(folder), "again")  # another key: a fresh load
+    other = inputs.model_key(str(folder), "again")  # another key: a fresh load
     described = describe_model(other, registry.get(other))
     assert ("GRU 2 × 16, 0.0M parameters, validation loss 1.250 nats/char, 300 training steps, data c.txt, "
             r"trained on \<img src=x onerror=alert(1)\>. Sampling") in described
 
 
 def test_a_vocabulary_is_shown_whole_in_code_whatever_it_holds(tiny):
-    shown = describe_model(pg.ModelKey("x"), tiny)
+    shown = describe_model(ModelKey("x"), tiny)
     assert shown.endswith("Vocabulary (65 characters): `↵␣!$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZ"
                           "abcdefghijklmnopqrstuvwxyz`")
     ticks = CharRNN("a`bc" + "".join(map(chr, range(1000, 1402))), embedding_dim=2, hidden_size=2, num_layers=1)
-    shown = describe_model(pg.ModelKey("x"), ticks)
+    shown = describe_model(ModelKey("x"), ticks)
     assert "Vocabulary (406 characters): `` a`bc" in shown and shown.endswith(" `` and 106 more")
 
 
 def test_failed_loads_leave_the_registry_as_it_was_and_are_tried_again(place):
     registry = ModelRegistry(size=2, device="cpu", allowed_dirs=[place / "allowed"])
-    good = pg.model_key(str(place / "allowed" / "tiny"), None)
+    good = inputs.model_key(str(place / "allowed" / "tiny"), None)
     model = registry.get(good)
     broken = place / "allowed" / "broken"
     make_tiny().save_pretrained(broken)
@@ -103,13 +104,13 @@ def test_failed_loads_leave_the_registry_as_it_was_and_are_tried_again(place):
     assert len(set(errors)) == 1 and "over the limit of 200 MB" in errors[0]
     assert list(registry.models.items()) == before and registry.loading == {}
     (broken / "config.json").write_text((place / "allowed" / "tiny" / "config.json").read_text())
-    assert registry.get(pg.model_key(str(broken), None)).hidden_size == 16  # tried again, not remembered
+    assert registry.get(inputs.model_key(str(broken), None)).hidden_size == 16  # tried again, not remembered
     assert registry.get(good) is model
 
 
 def test_the_most_recently_used_models_are_kept(place):
     registry = ModelRegistry(size=2, device="cpu", allowed_dirs=[place / "allowed"])
-    keys = [pg.model_key(str(place / "allowed" / "tiny"), revision) for revision in ("a", "b", "c")]
+    keys = [inputs.model_key(str(place / "allowed" / "tiny"), revision) for revision in ("a", "b", "c")]
     first = registry.get(keys[0])
     registry.get(keys[1])
     assert registry.get(keys[0]) is first  # used again: now the most recent
@@ -130,8 +131,8 @@ from hub_server import FakeHub, Trickle, is_file
 hub = FakeHub().__enter__()
 os.environ["HF_ENDPOINT"] = hub.url
 from charrnn import ModelLoadError
-from charrnn import playground as pg
-from charrnn.registry import ModelRegistry
+from charrnn.page import inputs
+from charrnn.serving.registry import ModelRegistry
 
 files = {{p.name: p.read_bytes() for p in Path({saved!r}).iterdir() if p.is_file()}}
 giant = {{**json.loads(files["config.json"]), "hidden_size": 60000, "num_layers": 6}}
@@ -165,24 +166,24 @@ def waiting_on_a_future(thread):
 
 registry = ModelRegistry(device="cpu")
 out = {{}}
-loaded_key = pg.model_key("weights/tiny-shakespeare", None)
+loaded_key = inputs.model_key("weights/tiny-shakespeare", None)
 shipped = registry.get(loaded_key)
 
 # 1. A slow download for one visitor holds up neither a model already loaded nor a new one built meanwhile.
 got = {{}}
-slow = threading.Thread(target=lambda: got.setdefault("slow", registry.get(pg.model_key("someone/slow", None))))
+slow = threading.Thread(target=lambda: got.setdefault("slow", registry.get(inputs.model_key("someone/slow", None))))
 slow.start()
 wait_until(lambda: downloading("someone/slow"))
 out["loaded_model_returned"] = registry.get(loaded_key) is shipped
 out["still_downloading_after_loaded_model"] = bool(downloading("someone/slow")) and slow.is_alive()
-out["new_local_model"] = registry.get(pg.model_key({local!r}, None)).hidden_size
+out["new_local_model"] = registry.get(inputs.model_key({local!r}, None)).hidden_size
 out["still_downloading_after_new_model"] = bool(downloading("someone/slow")) and slow.is_alive()
 gates["someone/slow"].set()
 slow.join(60)
 out["slow_model"] = got["slow"].hidden_size
 
 # 2. Two visitors asking for the same new model share one download.
-key = pg.model_key("someone/shared", None)
+key = inputs.model_key("someone/shared", None)
 shared = [None, None]
 visitors = [threading.Thread(target=lambda i=i: shared.__setitem__(i, registry.get(key))) for i in range(2)]
 visitors[0].start()
@@ -199,7 +200,7 @@ out["slow_downloads"] = hub.full_gets("someone/slow", "model.safetensors")
 # 3. A failed load leaves the registry as it was.
 before = [(k, id(m)) for k, m in registry.models.items()]
 try:
-    registry.get(pg.model_key("someone/giant", None))
+    registry.get(inputs.model_key("someone/giant", None))
     out["giant"] = "loaded"
 except ModelLoadError as e:
     out["giant"] = str(e)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from charrnn import DecodeSettings, UnknownCharactersError, filter_probs
-from charrnn.sampling import race, race_noise
+from charrnn.decoding.sampling import race, race_noise
 
 from conftest import make_tiny
 from threads import in_threads

@@ -3,8 +3,8 @@
 import pytest
 
 from charrnn import DecodeSettings
-from charrnn.decode import DecodeRequest, step_weights
-from charrnn.serving import DecodeServer, JobCancelled, ServerBusy, ServerLimits
+from charrnn.decoding.loop import DecodeRequest, step_weights
+from charrnn.serving.server import DecodeServer, JobCancelled, ServerBusy, ServerLimits
 
 from threads import in_threads
 
@@ -84,7 +84,7 @@ def test_runs_longer_than_the_server_holds_and_bad_interventions_are_refused(ser
             small.submit(shipped, request(shipped, "ROMEO:", DecodeSettings(200)))
     finally:
         small.close()
-    from charrnn.interventions import Intervention
+    from charrnn.decoding.interventions import Intervention
 
     with pytest.raises(ValueError, match="unit must be a whole number from 0 to 511"):
         server.submit(shipped, DecodeRequest((1, 2), DecodeSettings(10), Intervention(1, "hidden", 512, 0.5)))

@@ -13,11 +13,11 @@ import torch
 from gradio_client import Client
 
 from charrnn import DecodeSettings, ModelLoadError, __version__
-from charrnn import playground as pg
-from charrnn import share
-from charrnn.interventions import Intervention
-from charrnn.registry import ModelKey
-from charrnn.runs import Recipe
+from charrnn.page import inputs
+from charrnn.page import share
+from charrnn.decoding.interventions import Intervention
+from charrnn.serving.registry import ModelKey, ModelRegistry
+from charrnn.serving.runs import Recipe
 
 from conftest import SHIPPED, make_tiny
 from stepwise import stepwise_values
@@ -64,7 +64,7 @@ def test_a_link_read_back_gives_the_same_run(shipped, settings):
     recipe = Recipe(DEFAULT, "KING RICHARD III:\nNow is the winter", settings)
     link = share.read_link(query_of(share.link_query(recipe, DEFAULT)), DEFAULTS, DEFAULT, loader({DEFAULT: shipped}))
     assert link.warnings == [] and link.model_key == DEFAULT and link.model is shipped
-    assert pg.check_inputs(shipped, *link.settings) == settings
+    assert inputs.check_inputs(shipped, *link.settings) == settings
     assert link.values["prompt"] == recipe.prompt
 
 
@@ -108,7 +108,7 @@ def test_a_links_model_goes_through_the_page_loader_and_a_refused_one_falls_back
     link = share.read_link({"model": "x" * 600}, DEFAULTS, DEFAULT, loader(models))
     assert link.model_key == DEFAULT and "up to 500 characters" in link.warnings[0]
     # the real registry refuses folders outside the page's own, as the Load button does
-    registry = pg.ModelRegistry(device="cpu", allowed_dirs=[SHIPPED.parent])
+    registry = ModelRegistry(device="cpu", allowed_dirs=[SHIPPED.parent])
     link = share.read_link({"model": str(tmp_path)}, DEFAULTS, DEFAULT, registry.get)
     assert link.model_key == DEFAULT and "not a model folder this page can load" in link.warnings[0]
 

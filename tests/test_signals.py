@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from charrnn.signals import BUILTIN, SignalError, regex_spans, signal, varying
+from charrnn.analysis.signals import BUILTIN, SignalError, regex_spans, signal, varying
 
 TEXT = "KENT:\nNo, (my) lord.\n\nLEAR:\nSay \"no\".\n"
 

@@ -8,7 +8,7 @@ import pytest
 
 from charrnn import DecodeSettings
 from charrnn.page.site import Site
-from charrnn.runs import Recipe
+from charrnn.serving.runs import Recipe
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import safetensors.torch
 
 from charrnn import CharRNN
-from charrnn.data import DataError, read_text, split
+from charrnn.training.data import DataError, read_text, split
 
 from conftest import CORPUS, SHIPPED, evaluate_on_validation, run_cli
 

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from charrnn.atlas import REFERENCE_FILE, build_atlas, unit_profile
-from charrnn.contexts import gates_by_context_of
-from charrnn.matching import build_match_index, match, select_units
-from charrnn.unit_figures import (claims_html, context_html, contexts_html, found_units_figure, gate_context_figure,
-                                  histogram_figure, matches_html, pushes_figure, timescale_figure)
-from charrnn.units import find_units
+from charrnn.analysis.atlas import REFERENCE_FILE, build_atlas, unit_profile
+from charrnn.analysis.contexts import gates_by_context_of
+from charrnn.analysis.matching import build_match_index, match, select_units
+from charrnn.figures.units import claims_html, context_html, contexts_html, found_units_figure, gate_context_figure, histogram_figure, matches_html, pushes_figure, timescale_figure
+from charrnn.analysis.units import find_units
 
 from conftest import SHIPPED, make_tiny
 
@@ -55,7 +54,7 @@ def test_found_units_figure(model):
     result = find_units(model, TEXT, "line position")
     bars = json.loads(found_units_figure(result).to_json())["data"][0]
     assert bars["x"] == pytest.approx([r["r"] for r in result["units"]])
-    assert bars["y"][0] == f"L{result['units'][0]['layer']} {result['units'][0]['kind']} u{result['units'][0]['unit']}"
+    assert bars["y"][0] == f"L{result['units'][0]['layer']} {result['units'][0]['kind']} {result['units'][0]['unit']}"
 
 
 def test_timescale_figure_counts_every_unit(atlas):

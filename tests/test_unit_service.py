@@ -8,9 +8,9 @@ import time
 import pytest
 import torch
 
-from charrnn.atlas import REFERENCE_FILE, build_atlas
-from charrnn.registry import ModelKey, ModelRegistry
-from charrnn.unit_service import Preparation, UnitService, UnitsUnavailable, display_name
+from charrnn.analysis.atlas import REFERENCE_FILE, build_atlas
+from charrnn.serving.registry import ModelKey, ModelRegistry
+from charrnn.page.units_service import Preparation, UnitService, UnitsUnavailable, display_name
 
 from conftest import ROOT, SHIPPED, make_tiny
 from threads import in_threads

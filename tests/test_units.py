@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from charrnn import UnknownCharactersError
-from charrnn.activations import KINDS, Activations, TextError, one_thread, read
-from charrnn.signals import SignalError
-from charrnn.units import find_units, order_units, timescales, unit_labels
+from charrnn.decoding.unit import KINDS
+from charrnn.analysis.activations import Activations, TextError, one_thread, read
+from charrnn.analysis.signals import SignalError
+from charrnn.analysis.units import find_units, order_units, timescales, unit_labels
 
 from conftest import make_tiny
 from stepwise import reference_start, stepwise_values
@@ -141,5 +142,6 @@ def test_order_puts_constant_units_last():
 def test_timescales_and_labels():
     assert timescales(np.array([0.0, 0.5, 0.9])) == pytest.approx([1.0, 2.0, 10.0])
     tau = np.array([1.25, 12.4, 3000.0])
-    assert unit_labels(3, [2, 0, 1], tau) == ["L3 u2 (τ 3,000)", "L3 u0 (τ 1.2)", "L3 u1 (τ 12)"]
-    assert unit_labels(1, [7]) == ["L1 u7"]
+    assert unit_labels(3, "hidden", [2, 0, 1], tau) == ["L3 hidden 2 (τ 3,000)", "L3 hidden 0 (τ 1.2)",
+                                                         "L3 hidden 1 (τ 12)"]
+    assert unit_labels(1, "update", [7]) == ["L1 update 7"]

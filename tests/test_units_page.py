@@ -10,10 +10,10 @@ import pytest
 import torch
 from gradio_client import Client
 
-from charrnn.activations import KINDS
-from charrnn.atlas import MARK_CLOSE, MARK_OPEN, atlas_for
-from charrnn.bigram import BigramLanguageModel
-from charrnn.unit_service import FOUND_ROWS, MAX_GAIN_CHARS
+from charrnn.decoding.unit import KINDS
+from charrnn.analysis.atlas import MARK_CLOSE, MARK_OPEN, atlas_for
+from charrnn.models.bigram import BigramLanguageModel
+from charrnn.page.units_service import FOUND_ROWS, MAX_GAIN_CHARS
 
 from conftest import ROOT, SHIPPED
 from stepwise import START_CHARS, reference_start

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from charrnn import DecodeSettings
-from charrnn.interventions import Intervention, InterventionError
-from charrnn.whatif import branch, compare_settings, intervene
+from charrnn.decoding.interventions import Intervention, InterventionError
+from charrnn.analysis.whatif import branch, compare_settings, intervene
 
 from conftest import ROOT
 from stepwise import step_equations
@@ -91,7 +91,7 @@ def test_a_greedy_branch_is_the_greedy_continuation_of_the_new_text(shipped):
 def test_after_a_branch_the_draws_are_the_same_ones():
     """With the bigram, the distribution depends on the last character alone: wherever the two runs read the
     same character after the branch, the same draw must pick the same next character."""
-    from charrnn.bigram import BigramLanguageModel
+    from charrnn.models.bigram import BigramLanguageModel
 
     bigram = BigramLanguageModel.from_pretrained(ROOT / "weights" / "bigram", device="cpu")
     settings = DecodeSettings(400, 1.0, 0, 1.0, 21)

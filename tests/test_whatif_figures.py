@@ -7,12 +7,12 @@ from html.parser import HTMLParser
 import pytest
 
 from charrnn import DecodeSettings
-from charrnn import whatif_figures as wf
-from charrnn.interventions import Intervention
-from charrnn.playground import InputError
+from charrnn.figures import whatif as wf
+from charrnn.decoding.interventions import Intervention
+from charrnn.page.inputs import InputError
 from charrnn.vocab import visible_char
-from charrnn.whatif import SettingsRun, intervene
-from charrnn.whatif_inputs import branch_char, check_intervention, forced_value, parse_unit_name
+from charrnn.analysis.whatif import SettingsRun, intervene
+from charrnn.page.inputs import branch_char, check_intervention, forced_value, parse_unit_name
 
 
 class Rows(HTMLParser):

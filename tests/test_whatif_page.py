@@ -5,9 +5,9 @@ import pytest
 from gradio_client import Client
 
 from charrnn import DecodeSettings
-from charrnn.atlas import atlas_for
-from charrnn.interventions import Intervention
-from charrnn.whatif import branch, intervene
+from charrnn.analysis.atlas import atlas_for
+from charrnn.decoding.interventions import Intervention
+from charrnn.analysis.whatif import branch, intervene
 
 from conftest import SHIPPED
 

@@ -1,5 +1,7 @@
-"""The playground page: one Gradio Blocks with a tab per module (Write, Units, What-if), all of them calling
-the logic in the package; what every visitor shares lives in a Site (charrnn.page.site).
+"""The page: one Gradio Blocks with a tab per module (write, units, whatif), each calling the logic below it;
+what every visitor shares lives in a Site (site), the page's inputs are checked in one place (inputs), links and
+exports are share's, the Units tab's work is units_service's, the Write tab's figures views', and the page's
+script is page.js. Gradio is imported here and nowhere else in charrnn.
 
     from charrnn.page import build_demo, LAUNCH
     build_demo().launch(**LAUNCH)
@@ -9,11 +11,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import playground as pg
-from ..whatif_inputs import unit_name
+from .inputs import unit_name
 from .site import Site
 from .units import units_tab
-from .whatif import CLICK_A_CHARACTER, whatif_tab
+from .views import HEAD
+from .whatif import whatif_tab
 from .write import write_tab
 
 CSS = """
@@ -25,7 +27,7 @@ CSS = """
 """
 # No run history: it would copy every run's figures (megabytes) into the browser's localStorage. Enough worker
 # threads for every visitor the decode server takes at once (each streaming visitor holds one while it waits).
-LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=pg.HEAD + CLICK_A_CHARACTER, show_error=True, run_history=False,
+LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=HEAD, show_error=True, run_history=False,
               max_threads=160)
 
 
@@ -49,7 +51,8 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
         # be forced in What-if. Each writes a unit's name ("L3 hidden 99") into the other tab's hidden textbox.
         write["heatmap_unit"].change(lambda name: (name, gr.Tabs(selected="units")), write["heatmap_unit"],
                                      [units["open_profile"], tabs], api_visibility="private")
-        units["force"].click(lambda layer, kind, unit: (unit_name(layer, kind, int(unit or 0)), gr.Tabs(selected="whatif")),
+        units["force"].click(lambda layer, kind, unit: (unit_name(layer, kind, int(unit or 0)),
+                                                        gr.Tabs(selected="whatif")),
                              [units["layer"], units["kind"], units["unit"]], [whatif["unit_to_force"], tabs],
                              api_visibility="private")
     limits = site.server.limits

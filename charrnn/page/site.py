@@ -11,13 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import playground as pg
-from ..atlas import AtlasError, atlas_for
-from ..compute import on_compute_thread
-from ..model import ModelLoadError
-from ..runs import Recipe, RunCache
-from ..serving import DecodeServer, ServerLimits
-from ..share import ExportFolder
+from ..analysis.atlas import AtlasError, atlas_for
+from ..cache import BoundedCache
+from ..models.loading import ModelLoadError
+from ..serving.compute import on_compute_thread
+from ..serving.registry import ModelRegistry
+from ..serving.runs import Recipe, RunCache
+from ..serving.server import DecodeServer, ServerLimits
+from . import inputs, views
+from .share import ExportFolder
 
 EXAMPLES = [
     ["ROMEO:\n", 300, 0.8, 0, 0.95, 1],
@@ -55,18 +57,18 @@ class UnitSummary:
 class Site:
     def __init__(self, default_model: str | None = None, device: str = "auto", limits: ServerLimits | None = None):
         return_freed_memory()
-        self.models = pg.ModelRegistry(device=device)
+        self.models = ModelRegistry(device=device)
         self.server = DecodeServer(limits)
         self.runs = RunCache(self.server)
-        self.default_key = pg.model_key(default_model or pg.default_model(), None)
+        self.default_key = inputs.model_key(default_model or views.default_model(), None)
         self.default_model = self.models.get(self.default_key)
         # The page opens with the first example already written, so its figures show what to expect; its trace
         # is kept for as long as the page runs (the first run also chooses the decode layout for this machine).
         prompt, *settings = EXAMPLES[0]
-        self.opening = Recipe(self.default_key, prompt, pg.check_inputs(self.default_model, prompt, *settings))
+        self.opening = Recipe(self.default_key, prompt, inputs.check_inputs(self.default_model, prompt, *settings))
         self.opening_trace = self.runs.trace(self.opening, self.default_model)
         self.exports = ExportFolder()
-        self.unit_summaries: dict = {}  # ModelKey -> UnitSummary
+        self.unit_summaries = BoundedCache(2 * self.models.size)  # ModelKey -> UnitSummary, read once per model
         self.being_written: dict[Recipe, object] = {}  # runs whose text is streaming -> their Job
         self.changed = threading.Condition()
 
@@ -75,11 +77,8 @@ class Site:
 
     def unit_summary(self, key) -> UnitSummary:
         """A loaded model's UnitSummary, its atlas read once per model (only the summary is kept)."""
-        if key not in self.unit_summaries:
-            while len(self.unit_summaries) >= 2 * self.models.size:  # models no longer loaded
-                self.unit_summaries.pop(next(iter(self.unit_summaries)))
-            self.unit_summaries[key] = self.read_unit_summary(key)
-        return self.unit_summaries[key]
+        summary = self.unit_summaries.get(key)
+        return summary if summary is not None else self.unit_summaries.setdefault(key, self.read_unit_summary(key))
 
     def read_unit_summary(self, key) -> UnitSummary:
         source, local = self.models.resolve(key.source)

@@ -1,6 +1,6 @@
 """The Units tab: which units follow a signal over a text, which are on over a selected span and where else they do
 the same, one unit's profile over the reference text, the gates by context, the memory timescales and what the
-GRU's memory gains over a bigram. The work is charrnn.unit_service's; this module is the layout and the wiring.
+GRU's memory gains over a bigram. The work is charrnn.page.units_service's; this module is the layout and the wiring.
 
 Public endpoints (each returns JSON; the tab draws from it): /find_units(text, pattern), /unit_profile(layer, kind,
 unit), /select_and_match(text, start, end, threshold), /memory_gain(text). Each uses the session's current model.
@@ -12,16 +12,16 @@ import functools
 
 import gradio as gr
 
-from .. import figures, unit_figures
-from .. import playground as pg
-from ..activations import KIND_NAMES, KINDS
-from ..matching import MAX_SPAN, THRESHOLD
-from ..memory_gain import memory_gain_html
-from ..signals import BUILTIN, MAX_PATTERN_CHARS
-from ..unit_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable, capitalised
-from ..units import format_timescale
-from ..whatif_inputs import parse_unit_name
+from ..analysis.matching import MAX_SPAN, THRESHOLD
+from ..analysis.signals import BUILTIN, MAX_PATTERN_CHARS
+from ..analysis.units import format_timescale
+from ..decoding.unit import KIND_NAMES, KINDS
+from ..figures import run as figures
+from ..figures import units as unit_figures
+from ..figures.units import memory_gain_html
+from . import inputs
 from .site import Site
+from .units_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable, capitalised
 
 OPENING_CHARS = 1500  # of the reference text, in the finder's text box when the tab opens
 GAIN_OPENING = slice(1500, 2700)  # the next part of it, in the memory gain's text box
@@ -125,153 +125,180 @@ def opening(analysis, *args):
         return None
 
 
-def units_tab(site: Site, model_key: gr.State) -> dict:
-    """Build the tab inside the current gr.Tab; returns its components, among them `open_profile`: a hidden textbox
-    (elem_id unit-to-profile) that opens the profile of the unit written into it, such as "L3 hidden 99"."""
-    service = UnitService(site.models)
-    key = site.default_key
-    prepared = service.preparation(key)
-    prepared.wait_for_atlas(timeout=60)
-    model = site.default_model
-    gru = hasattr(model, "gru")
-    layers, hidden = (model.num_layers, model.hidden_size) if gru else (1, 1)
-    reference = prepared.text[prepared.text.find("\n\n") + 2 :] if prepared.text else None  # from a speech's start
-    opening_text = reference[:OPENING_CHARS] if reference else site.opening_trace.text
-    gain_text = reference[GAIN_OPENING] if reference else site.opening_trace.text
-    # What the tab opens with: the finder's answer for its text, the profile of the best unit, the memory gain.
-    opening_found = opening(service.find, key, opening_text, FIRST_SIGNAL) if gru else None
-    first = opening_found["units"][0] if opening_found else None
-    opening_profile = opening(service.profile, key, first["layer"], first["kind"], first["unit"]) if first else None
-    opening_gain = opening(service.memory_gain, key, gain_text) if gru else None
-    overview = service.overview(key)
+class UnitsTab:
+    """Builds the tab inside the current gr.Tab: what it opens with (the finder's answer for the reference text, the
+    profile of the best unit, the memory gain), the sections, then the endpoints and events."""
 
-    gr.Markdown(
-        "A *unit* is one position of one layer: its hidden state h_t, its reset gate r_t or its update gate z_t, "
-        "read after each character in one pass from the zero state. Find the units that follow a pattern in a text, "
-        "select a span to find the units that pick it out, and open any unit's profile over the model's reference "
-        "text (the validation part of Tiny Shakespeare for the shipped model).")
-    status = gr.Markdown(overview["status"], elem_id="units-status")
-    shown = gr.State((key, prepared.settled, prepared.atlas is not None))  # what the model's own parts show
-    timer = gr.Timer(2.0, active=True)
+    def __init__(self, site: Site, model_key: gr.State):
+        self.site, self.model_key = site, model_key
+        self.service = service = UnitService(site.models)
+        key = site.default_key
+        prepared = service.preparation(key)
+        prepared.wait_for_atlas(timeout=60)
+        model = site.default_model
+        reference = prepared.text[prepared.text.find("\n\n") + 2 :] if prepared.text else None  # a speech's start
+        self.opening_text = reference[:OPENING_CHARS] if reference else site.opening_trace.text
+        self.gain_text = reference[GAIN_OPENING] if reference else site.opening_trace.text
+        found = opening(service.find, key, self.opening_text, FIRST_SIGNAL) if model.kinds else None
+        first = found["units"][0] if found else None
+        profile = opening(service.profile, key, first["layer"], first["kind"], first["unit"]) if first else None
+        gain = opening(service.memory_gain, key, self.gain_text) if model.kinds else None
+        overview = service.overview(key)
 
-    gr.Markdown("## Find units\nEvery unit of every layer and kind, ranked by the Pearson correlation r between its "
-                "value after each character and a signal over the same characters: a built-in one, or 1 inside the "
-                "matches of a regular expression and 0 elsewhere. Click a unit to open its profile below.")
-    with gr.Row():
-        with gr.Column(scale=3):
-            text = gr.Textbox(opening_text, lines=12, max_lines=12, elem_id="units-text", autoscroll=False,
-                              label=f"Text (up to {MAX_FIND_CHARS:,} characters; select a span in it to match it)")
-        with gr.Column(scale=2, min_width=300):
-            choice = gr.Dropdown([*BUILTIN, REGEX], value=FIRST_SIGNAL, label="Signal", elem_id="units-signal")
-            regex = gr.Textbox(label="Regular expression (multiline; writing one here chooses it)",
-                               placeholder=r"^[A-Z][A-Za-z ]*:$   or   [aeiou]   or   (?<=\n\n).",
-                               max_length=MAX_PATTERN_CHARS, elem_id="units-regex")
-            described = gr.Markdown(BUILTIN[FIRST_SIGNAL].description, elem_id="units-signal-description")
-            pattern = gr.Textbox(FIRST_SIGNAL, visible=False)  # what /find_units is asked: the name or the expression
-            find = gr.Button("Find units", variant="primary", elem_id="find-units")
-    found_json = gr.JSON(opening_found, visible=False, label="find_units")
-    opening_rows, opening_figure = found_view(opening_found)
-    with gr.Row():
-        found_table = gr.Dataframe(opening_rows, headers=FOUND_HEADERS, type="array", interactive=False,
-                                   max_height=620, label=f"The {FOUND_ROWS} units that follow it best (click one)",
-                                   elem_id="found-units", scale=2)
-        found_plot = gr.Plot(opening_figure, label="Pearson r", elem_id="found-units-plot", scale=3)
+        gr.Markdown(
+            "A *unit* is one position of one layer: its hidden state h_t, its reset gate r_t or its update gate z_t, "
+            "read after each character in one pass from the zero state. Find the units that follow a pattern in a "
+            "text, select a span to find the units that pick it out, and open any unit's profile over the model's "
+            "reference text (the validation part of Tiny Shakespeare for the shipped model).")
+        self.status = gr.Markdown(overview["status"], elem_id="units-status")
+        self.shown = gr.State((key, prepared.settled, prepared.atlas is not None))  # what the model's parts show
+        self.timer = gr.Timer(2.0, active=True)
+        self.find_section(found)
+        self.select_section()
+        self.profile_section(model, first, profile)
+        self.overview_section(overview)
+        self.gain_section(gain)
+        self.wire()
 
-    gr.Markdown(f"## Select and match\nSelect up to {MAX_SPAN} characters of the text above: the hidden units that "
-                "are on over all of them and off just before and after are listed (as in LSTMVis), then the places in "
-                "the reference text where the same units do the same.")
-    with gr.Row():
-        start = gr.Number(label="Selection start", precision=0, minimum=0, elem_id="select-start")
-        end = gr.Number(label="Selection end (exclusive)", precision=0, minimum=1, elem_id="select-end")
-        threshold = gr.Slider(0.05, 0.95, THRESHOLD, step=0.05, label="On means h_t above")
-    match_button = gr.Button("Match", elem_id="match-units", size="md")
-    match_json = gr.JSON(visible=False, label="select_and_match")
-    selection_summary = gr.Markdown(matches_view(None)[0], elem_id="selection-summary")
-    with gr.Row():
-        selected_table = gr.Dataframe(headers=SELECTED_HEADERS, type="array", interactive=False, max_height=420,
-                                      label="Selected units (click one)", elem_id="selected-units", scale=2)
-        with gr.Column(scale=3):
-            matches = gr.HTML(elem_id="unit-matches")
+    def components(self) -> dict:
+        """What the page uses: `open_profile`, a hidden textbox (elem_id unit-to-profile) that opens the profile of
+        the unit named in it, such as "L3 hidden 99"; the profile's unit, for What-if."""
+        return {"open_profile": self.open_profile, "text": self.text, "found": self.found_json,
+                "profile": self.profile_json, "layer": self.layer, "kind": self.kind, "unit": self.unit,
+                "force": self.force, "service": self.service}
 
-    gr.Markdown("## Unit profile\nOne unit over the model's whole reference text: its histogram, the contexts where "
-                "it is highest and lowest, and for a last-layer hidden unit the characters it pushes up and down.")
-    with gr.Row():
-        layer = gr.Radio([(f"layer {k}", k) for k in range(1, layers + 1)],
-                         value=first["layer"] if first else 1, label="Layer", scale=2)
-        kind = gr.Radio(KIND_CHOICES, value=first["kind"] if first else "hidden", label="Kind", scale=3)
-        unit = gr.Number(first["unit"] if first else 0, precision=0, minimum=0, maximum=hidden - 1,
-                         label=f"Unit (0–{hidden - 1})", elem_id="profile-unit", scale=1)
-    with gr.Row():
-        show = gr.Button("Show profile", elem_id="show-profile", size="md")
-        # Wired by the page to the What-if tab: a correlation is a hypothesis, forcing the unit tests it.
-        force = gr.Button("Force this unit in What-if →", elem_id="force-in-whatif", size="md")
-    open_profile = gr.Textbox(visible="hidden", elem_id="unit-to-profile", label="Unit to open")
-    profile_json = gr.JSON(opening_profile, visible=False, label="unit_profile")
-    summary, histogram, pushes, contexts = profile_view(opening_profile)
-    profile_summary = gr.Markdown(summary, elem_id="profile-summary")
-    with gr.Row():
-        histogram_plot = gr.Plot(histogram, label="Histogram", elem_id="profile-histogram")
-        pushes_plot = gr.Plot(pushes, label="Pushes", elem_id="profile-pushes")
-    profile_contexts = gr.HTML(contexts, elem_id="profile-contexts")
+    # ---- the sections ----
 
-    gr.Markdown("## Gates by context\nThe seed's claims about the gates, measured over the reference text: each "
-                "layer's mean gate over its units in a context, against a baseline.")
-    claims = gr.HTML(overview["claims"], elem_id="gate-claims")
-    gates_plot = gr.Plot(overview["gates"], label="Gates by context", elem_id="gates-by-context")
+    def find_section(self, found: dict | None) -> None:
+        gr.Markdown("## Find units\nEvery unit of every layer and kind, ranked by the Pearson correlation r between "
+                    "its value after each character and a signal over the same characters: a built-in one, or 1 "
+                    "inside the matches of a regular expression and 0 elsewhere. Click a unit to open its profile "
+                    "below.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                self.text = gr.Textbox(self.opening_text, lines=12, max_lines=12, elem_id="units-text",
+                                       autoscroll=False, label=f"Text (up to {MAX_FIND_CHARS:,} characters; select a "
+                                                               "span in it to match it)")
+            with gr.Column(scale=2, min_width=300):
+                self.choice = gr.Dropdown([*BUILTIN, REGEX], value=FIRST_SIGNAL, label="Signal",
+                                          elem_id="units-signal")
+                self.regex = gr.Textbox(label="Regular expression (multiline; writing one here chooses it)",
+                                        placeholder=r"^[A-Z][A-Za-z ]*:$   or   [aeiou]   or   (?<=\n\n).",
+                                        max_length=MAX_PATTERN_CHARS, elem_id="units-regex")
+                self.described = gr.Markdown(BUILTIN[FIRST_SIGNAL].description, elem_id="units-signal-description")
+                # what /find_units is asked: the name or the expression
+                self.pattern = gr.Textbox(FIRST_SIGNAL, visible=False)
+                self.find = gr.Button("Find units", variant="primary", elem_id="find-units")
+        self.found_json = gr.JSON(found, visible=False, label="find_units")
+        rows, figure = found_view(found)
+        with gr.Row():
+            self.found_table = gr.Dataframe(rows, headers=FOUND_HEADERS, type="array", interactive=False,
+                                            max_height=620, label=f"The {FOUND_ROWS} units that follow it best (click "
+                                                                  "one)", elem_id="found-units", scale=2)
+            self.found_plot = gr.Plot(figure, label="Pearson r", elem_id="found-units-plot", scale=3)
 
-    gr.Markdown("## Memory timescales\nHow long each unit position keeps what it holds: τ = 1 / (1 − its mean "
-                "update gate) over the reference text.")
-    timescale_plot = gr.Plot(overview["timescales"], label="Memory timescales", elem_id="timescales")
+    def select_section(self) -> None:
+        gr.Markdown(f"## Select and match\nSelect up to {MAX_SPAN} characters of the text above: the hidden units "
+                    "that are on over all of them and off just before and after are listed (as in LSTMVis), then the "
+                    "places in the reference text where the same units do the same.")
+        with gr.Row():
+            self.start = gr.Number(label="Selection start", precision=0, minimum=0, elem_id="select-start")
+            self.end = gr.Number(label="Selection end (exclusive)", precision=0, minimum=1, elem_id="select-end")
+            self.threshold = gr.Slider(0.05, 0.95, THRESHOLD, step=0.05, label="On means h_t above")
+        self.match_button = gr.Button("Match", elem_id="match-units", size="md")
+        self.match_json = gr.JSON(visible=False, label="select_and_match")
+        self.selection_summary = gr.Markdown(matches_view(None)[0], elem_id="selection-summary")
+        with gr.Row():
+            self.selected_table = gr.Dataframe(headers=SELECTED_HEADERS, type="array", interactive=False,
+                                               max_height=420, label="Selected units (click one)",
+                                               elem_id="selected-units", scale=2)
+            with gr.Column(scale=3):
+                self.matches = gr.HTML(elem_id="unit-matches")
 
-    gr.Markdown(f"## Memory gain\nHow much less surprised the GRU is by each character, having read everything "
-                f"before it, than the shipped bigram, which sees only the character before (up to "
-                f"{MAX_GAIN_CHARS:,} characters).")
-    gain_text_box = gr.Textbox(gain_text, lines=6, max_lines=6, label="Text", elem_id="gain-text", autoscroll=False)
-    compare = gr.Button("Compare with the bigram", elem_id="compare-gain", size="md")
-    gain_json = gr.JSON(opening_gain, visible=False, label="memory_gain")
-    gain_html = gr.HTML(gain_view(opening_gain), elem_id="memory-gain")
+    def profile_section(self, model, first: dict | None, profile: dict | None) -> None:
+        gr.Markdown("## Unit profile\nOne unit over the model's whole reference text: its histogram, the contexts "
+                    "where it is highest and lowest, and for a last-layer hidden unit the characters it pushes up and "
+                    "down.")
+        layers, hidden = (model.num_layers, model.hidden_size) if model.kinds else (1, 1)
+        with gr.Row():
+            self.layer = gr.Radio([(f"layer {k}", k) for k in range(1, layers + 1)],
+                                  value=first["layer"] if first else 1, label="Layer", scale=2)
+            self.kind = gr.Radio(KIND_CHOICES, value=first["kind"] if first else "hidden", label="Kind", scale=3)
+            self.unit = gr.Number(first["unit"] if first else 0, precision=0, minimum=0, maximum=hidden - 1,
+                                  label=f"Unit (0–{hidden - 1})", elem_id="profile-unit", scale=1)
+        with gr.Row():
+            self.show = gr.Button("Show profile", elem_id="show-profile", size="md")
+            # Wired by the page to the What-if tab: a correlation is a hypothesis, forcing the unit tests it.
+            self.force = gr.Button("Force this unit in What-if →", elem_id="force-in-whatif", size="md")
+        self.open_profile = gr.Textbox(visible="hidden", elem_id="unit-to-profile", label="Unit to open")
+        self.profile_json = gr.JSON(profile, visible=False, label="unit_profile")
+        summary, histogram, pushes, contexts = profile_view(profile)
+        self.profile_summary = gr.Markdown(summary, elem_id="profile-summary")
+        with gr.Row():
+            self.histogram_plot = gr.Plot(histogram, label="Histogram", elem_id="profile-histogram")
+            self.pushes_plot = gr.Plot(pushes, label="Pushes", elem_id="profile-pushes")
+        self.profile_contexts = gr.HTML(contexts, elem_id="profile-contexts")
+
+    def overview_section(self, overview: dict) -> None:
+        gr.Markdown("## Gates by context\nThe seed's claims about the gates, measured over the reference text: each "
+                    "layer's mean gate over its units in a context, against a baseline.")
+        self.claims = gr.HTML(overview["claims"], elem_id="gate-claims")
+        self.gates_plot = gr.Plot(overview["gates"], label="Gates by context", elem_id="gates-by-context")
+        gr.Markdown("## Memory timescales\nHow long each unit position keeps what it holds: τ = 1 / (1 − its mean "
+                    "update gate) over the reference text.")
+        self.timescale_plot = gr.Plot(overview["timescales"], label="Memory timescales", elem_id="timescales")
+
+    def gain_section(self, gain: dict | None) -> None:
+        gr.Markdown(f"## Memory gain\nHow much less surprised the GRU is by each character, having read everything "
+                    f"before it, than the shipped bigram, which sees only the character before (up to "
+                    f"{MAX_GAIN_CHARS:,} characters).")
+        self.gain_text_box = gr.Textbox(self.gain_text, lines=6, max_lines=6, label="Text", elem_id="gain-text",
+                                        autoscroll=False)
+        self.compare = gr.Button("Compare with the bigram", elem_id="compare-gain", size="md")
+        self.gain_json = gr.JSON(gain, visible=False, label="memory_gain")
+        self.gain_html = gr.HTML(gain_view(gain), elem_id="memory-gain")
 
     # ---- the endpoints ----
 
     @as_page_error("Cannot find units")
-    def find_units(text, pattern, key):
+    def find_units(self, text, pattern, key):
         """Rank every unit by the Pearson r of its value after each character of `text` with a signal: a built-in
         one's name or a regular expression. The API endpoint /find_units."""
-        return service.find(key, text, pattern)
+        return self.service.find(key, text, pattern)
 
     @as_page_error("Cannot show the unit")
-    def unit_profile(layer, kind, unit, key):
+    def unit_profile(self, layer, kind, unit, key):
         """One unit's profile over the model's reference text. The API endpoint /unit_profile."""
-        return service.profile(key, layer, kind, unit)
+        return self.service.profile(key, layer, kind, unit)
 
     @as_page_error("Cannot match the selection")
-    def select_and_match(text, start, end, threshold, key):
+    def select_and_match(self, text, start, end, threshold, key):
         """The hidden units on over text[start:end] and off around it, and where they do the same in the reference
         text. The API endpoint /select_and_match."""
-        return service.select_and_match(key, text, start, end, threshold)
+        return self.service.select_and_match(key, text, start, end, threshold)
 
     @as_page_error("Cannot compare with the bigram")
-    def memory_gain(text, key):
+    def memory_gain(self, text, key):
         """Each character's surprisal under the GRU and under the bigram. The API endpoint /memory_gain."""
-        return service.memory_gain(key, text)
+        return self.service.memory_gain(key, text)
 
     # ---- the tab's own events ----
 
-    def open_row(result, evt: gr.SelectData, key):
+    def open_row(self, result, evt: gr.SelectData, key):
         """A click on a unit of a table: that unit's profile."""
         row = evt.row_value or result[evt.index[0]]
         chosen = unit_choice(row)
-        return (*chosen, unit_profile(*chosen, key))
+        return (*chosen, self.unit_profile(*chosen, key))
 
-    def open_named(name, key):
+    def open_named(self, name, key):
         """A unit named in the hidden textbox (by another tab), such as "L3 hidden 99": its profile."""
         try:
-            chosen = parse_unit_name(name)
-        except pg.InputError:
+            chosen = inputs.parse_unit_name(name)
+        except inputs.InputError:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        return (*chosen, unit_profile(*chosen, key))
+        return (*chosen, self.unit_profile(*chosen, key))
 
-    def select_span(text, threshold, key, evt: gr.SelectData):
+    def select_span(self, text, threshold, key, evt: gr.SelectData):
         """A span selected in the text: its units and their matches. Selecting all of the text (to replace it) or
         a span too long to match is left alone."""
         start, end = evt.index
@@ -279,57 +306,70 @@ def units_tab(site: Site, model_key: gr.State) -> dict:
             if 0 < end - start < len(text):
                 gr.Info(f"Select at most {MAX_SPAN} characters to match them.")
             return gr.skip(), gr.skip(), gr.skip()
-        return start, end, select_and_match(text, start, end, threshold, key)
+        return start, end, self.select_and_match(text, start, end, threshold, key)
 
-    def refresh(key, shown):
+    def refresh(self, key, shown):
         """The model's own parts of the tab, when the visitor's model or what is prepared for it changed."""
-        prepared = service.preparation(key)
+        prepared = self.service.preparation(key)
         now = (key, prepared.settled, prepared.atlas is not None)
         active = gr.Timer(active=not prepared.settled)
         if now == shown:
             return prepared.status(), *[gr.skip()] * 5, shown, active
-        overview = service.overview(key)
+        overview = self.service.overview(key)
         if key == shown[0]:
             unit_inputs = gr.skip(), gr.skip()
         else:  # another model: its own layers and units
-            model = site.model(key)
-            layers, hidden = (model.num_layers, model.hidden_size) if hasattr(model, "gru") else (1, 1)
+            model = self.site.model(key)
+            layers, hidden = (model.num_layers, model.hidden_size) if model.kinds else (1, 1)
             unit_inputs = (gr.update(choices=[(f"layer {k}", k) for k in range(1, layers + 1)], value=1),
                            gr.update(maximum=hidden - 1, label=f"Unit (0–{hidden - 1})", value=0))
         return (overview["status"], overview["claims"], overview["gates"], overview["timescales"], *unit_inputs,
                 now, active)
 
-    private = dict(api_visibility="private", show_progress="hidden")
-    profile_out = [profile_summary, histogram_plot, pushes_plot, profile_contexts]
-    find.click(find_units, [text, pattern, model_key], found_json, api_name="find_units"
-               ).success(found_view, found_json, [found_table, found_plot], **private)
-    # The signal's choice and the expression become the one pattern in the browser, at once (no round trip);
-    # writing an expression chooses it, emptying the box leaves the choice as it was.
-    choice.change(None, [choice, regex], pattern, js=f"(c, r) => c === '{REGEX}' ? r : c")
-    regex.change(None, [regex, choice], [choice, pattern],
-                 js=f"(r, c) => r ? ['{REGEX}', r] : [c, c === '{REGEX}' ? r : c]")
-    choice.change(lambda c: BUILTIN[c].description if c in BUILTIN else (
-        "1 on every character inside a match of the expression, 0 elsewhere"), choice, described, **private)
+    # ---- the events ----
 
-    gr.on([show.click, unit.submit], unit_profile, [layer, kind, unit, model_key], profile_json,
-          api_name="unit_profile").success(profile_view, profile_json, profile_out, **private)
-    for table in (found_table, selected_table):
-        table.select(open_row, [table, model_key], [layer, kind, unit, profile_json], **private
-                     ).success(profile_view, profile_json, profile_out, **private)
-    open_profile.change(open_named, [open_profile, model_key], [layer, kind, unit, profile_json], **private
-                        ).success(profile_view, profile_json, profile_out, **private)
+    def wire(self) -> None:
+        private = dict(api_visibility="private", show_progress="hidden")
+        profile_out = [self.profile_summary, self.histogram_plot, self.pushes_plot, self.profile_contexts]
+        self.find.click(self.find_units, [self.text, self.pattern, self.model_key], self.found_json,
+                        api_name="find_units").success(found_view, self.found_json, [self.found_table,
+                                                                                     self.found_plot], **private)
+        # The signal's choice and the expression become the one pattern in the browser, at once (no round trip);
+        # writing an expression chooses it, emptying the box leaves the choice as it was.
+        self.choice.change(None, [self.choice, self.regex], self.pattern, js=f"(c, r) => c === '{REGEX}' ? r : c")
+        self.regex.change(None, [self.regex, self.choice], [self.choice, self.pattern],
+                          js=f"(r, c) => r ? ['{REGEX}', r] : [c, c === '{REGEX}' ? r : c]")
+        self.choice.change(lambda c: BUILTIN[c].description if c in BUILTIN else (
+            "1 on every character inside a match of the expression, 0 elsewhere"), self.choice, self.described,
+            **private)
 
-    matched = [selection_summary, selected_table, matches]
-    match_button.click(select_and_match, [text, start, end, threshold, model_key], match_json,
-                       api_name="select_and_match").success(matches_view, match_json, matched, **private)
-    text.select(select_span, [text, threshold, model_key], [start, end, match_json], **private
-                ).success(matches_view, match_json, matched, **private)
+        profile_in = [self.layer, self.kind, self.unit, self.model_key]
+        gr.on([self.show.click, self.unit.submit], self.unit_profile, profile_in, self.profile_json,
+              api_name="unit_profile").success(profile_view, self.profile_json, profile_out, **private)
+        chosen_out = [self.layer, self.kind, self.unit, self.profile_json]
+        for table in (self.found_table, self.selected_table):
+            table.select(self.open_row, [table, self.model_key], chosen_out, **private
+                         ).success(profile_view, self.profile_json, profile_out, **private)
+        self.open_profile.change(self.open_named, [self.open_profile, self.model_key], chosen_out, **private
+                                 ).success(profile_view, self.profile_json, profile_out, **private)
 
-    compare.click(memory_gain, [gain_text_box, model_key], gain_json, api_name="memory_gain"
-                  ).success(gain_view, gain_json, gain_html, **private)
+        matched = [self.selection_summary, self.selected_table, self.matches]
+        self.match_button.click(self.select_and_match, [self.text, self.start, self.end, self.threshold,
+                                                        self.model_key], self.match_json, api_name="select_and_match"
+                                ).success(matches_view, self.match_json, matched, **private)
+        self.text.select(self.select_span, [self.text, self.threshold, self.model_key],
+                         [self.start, self.end, self.match_json], **private
+                         ).success(matches_view, self.match_json, matched, **private)
 
-    model_parts = [status, claims, gates_plot, timescale_plot, layer, unit, shown, timer]
-    timer.tick(refresh, [model_key, shown], model_parts, **private)
-    model_key.change(refresh, [model_key, shown], model_parts, **private)
-    return {"open_profile": open_profile, "text": text, "found": found_json, "profile": profile_json,
-            "layer": layer, "kind": kind, "unit": unit, "force": force, "service": service}
+        self.compare.click(self.memory_gain, [self.gain_text_box, self.model_key], self.gain_json,
+                           api_name="memory_gain").success(gain_view, self.gain_json, self.gain_html, **private)
+
+        model_parts = [self.status, self.claims, self.gates_plot, self.timescale_plot, self.layer, self.unit,
+                       self.shown, self.timer]
+        self.timer.tick(self.refresh, [self.model_key, self.shown], model_parts, **private)
+        self.model_key.change(self.refresh, [self.model_key, self.shown], model_parts, **private)
+
+
+def units_tab(site: Site, model_key: gr.State) -> dict:
+    """Build the tab inside the current gr.Tab; returns its components (UnitsTab.components)."""
+    return UnitsTab(site, model_key).components()

@@ -2,55 +2,34 @@
 decoding settings side by side; and, on the Write tab, the branch panel (click a character of the text).
 
 Every comparison shares its prompt, length and seed, so every random draw: the draw that picks generated character
-s depends on the seed and s alone (charrnn.decode), and whatever differs comes from the one change. Both runs of a
-pair go to the decode server together, so they are written in the same batch; the visitor keeps their Recipes
+s depends on the seed and s alone (charrnn.decoding.loop), and whatever differs comes from the one change. Both runs
+of a pair go to the decode server together, so they are written in the same batch; the visitor keeps their Recipes
 (a Comparison), and the figures come from the traces (site.trace).
 """
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from .. import playground as pg
-from .. import whatif_figures as wf
-from ..compute import on_compute_thread
-from ..interventions import KIND_NAMES, KINDS
-from ..runs import Recipe
-from ..serving import ServerBusy
+from ..analysis.whatif import Pair, SettingsRun, branch_forcing
+from ..decoding.unit import KIND_NAMES, KINDS
+from ..figures import whatif as wf
+from ..figures.whatif import SHARED_DRAWS
+from ..serving.compute import on_compute_thread
+from ..serving.runs import Recipe
+from ..serving.server import ServerBusy
 from ..vocab import visible_char
-from ..whatif import Pair, SettingsRun, branch_forcing
-from ..whatif_inputs import MEAN, ZERO, branch_char, branch_step, check_intervention, parse_unit_name
+from . import inputs
 from .site import Site
-
-# For the page's <head>. The Write tab's text box is not interactive, so Gradio renders a disabled textarea: no
-# click reaches it and nothing in it can be selected, so Textbox.select never fires. Made read-only instead (the
-# same to a person), a click puts the caret at a character; selecting that one character fires the textarea's
-# select event, which Gradio sends to the server as Textbox.select with its [start, end].
-CLICK_A_CHARACTER = """<script>
-(() => {
-  const box = () => document.querySelector('#generated-text textarea');
-  // Checked twice a second rather than watched: a MutationObserver over the page sees every node plotly draws, and
-  // made the Write tab's figures slower to appear (python bench/page.py).
-  setInterval(() => { const b = box(); if (b && b.disabled) { b.disabled = false; b.readOnly = true; } }, 500);
-  document.addEventListener('click', (e) => {
-    const b = box();
-    if (!b || e.target !== b || b.selectionStart !== b.selectionEnd) return;
-    const at = b.selectionStart;
-    if (at < b.value.length) b.setSelectionRange(at, at + 1);
-  });
-})();
-</script>"""
+from .views import STREAM_EVERY_S
 
 PANEL_WIDTH = 60  # characters a row of the aligned texts in the Write tab's narrower column
 FORCE_TITLE, BRANCH_TITLE, COMPARE_TITLE = "Cannot force the unit", "Cannot branch", "Cannot compare"
 KIND_CHOICES = [(KIND_NAMES[k], k) for k in KINDS]
-VALUE_CHOICES = [(ZERO, ZERO), ("its mean over the reference text", MEAN)]
-SHARED_DRAWS = ("Both runs read the same prompt with the same settings and seed, so they share every random draw "
-                "(the draw that picks generated character s depends on the seed and s alone): whatever differs "
-                "comes from the one change.")
+VALUE_CHOICES = [(inputs.ZERO, inputs.ZERO), ("its mean over the reference text", inputs.MEAN)]
+SETTINGS = ("prompt", "max_new_chars", "temperature", "top_k", "top_p", "seed")  # mirrored from the Write tab
 
 
 @dataclass(frozen=True)
@@ -70,15 +49,19 @@ class Comparison:
         if self.changed.intervention is not None:
             start = self.changed.intervention.from_step
             return {"marked": start, "marked_title": f"forcing starts at step {start} (reading this character)"}
-        (step, _), = self.changed.forced
-        return {"forced": len(self.original.prompt) + step}
+        return {"forced": len(self.original.prompt) + self.forced_step}
+
+    @property
+    def forced_step(self) -> int | None:
+        """The generated position of a branch's forced character (None for an intervention)."""
+        return self.changed.forced[0][0] if self.changed.forced else None
 
 
 def unit_mean(site: Site, key, layer: int, kind: str, unit: int) -> float:
     """A unit's mean over the model's reference text (the value "mean"), or InputError saying why there is none."""
     summary = site.unit_summary(key)
     if summary.mean is None:
-        raise pg.InputError(f'Value "mean" is not available for this model: {summary.missing}. Give a number or '
+        raise inputs.InputError(f'Value "mean" is not available for this model: {summary.missing}. Give a number or '
                             '"zero".')
     return float(summary.mean[KINDS.index(kind), layer - 1, unit])
 
@@ -97,7 +80,7 @@ def write_runs(site: Site, model, recipes: list[Recipe], title: str):
         except (ServerBusy, ValueError) as e:
             raise gr.Error(str(e), title=title) from None
         for job in jobs:
-            while not job.wait(pg.STREAM_EVERY_S):
+            while not job.wait(STREAM_EVERY_S):
                 yield
         for job in jobs:
             job.result()
@@ -124,63 +107,14 @@ def comparison_result(site: Site, comparison: Comparison) -> dict:
     return result
 
 
-def char(c: str) -> str:
-    return f"<code>{html.escape(visible_char(c))}</code>"
-
-
-def step_place(step: int, prompt_len: int) -> str:
-    """Where a step is, in words: which character it reads."""
-    if step < prompt_len - 1:
-        return f"reading prompt character {step}"
-    if step == prompt_len - 1:
-        return "the step that chooses the first generated character"
-    return f"reading generated character {step - prompt_len}"
-
-
-def describe(pair: Pair, comparison: Comparison) -> str:
-    """What was changed, from where, and what it did to the distribution and the text, in a few sentences."""
-    original, changed, prompt_len = pair.original, pair.changed, pair.original.prompt_len
-    first = pair.first_difference
-    if comparison.changed.intervention is not None:
-        i = comparison.changed.intervention
-        what = (f"<b>Forced</b> the {KIND_NAMES[i.kind]} of unit {i.unit} in layer {i.layer} to {i.value:g} at every "
-                f"step from step {i.from_step} on ({step_place(i.from_step, prompt_len)}).")
-        kl = pair.divergence()
-        moved = (kl > 0).nonzero()
-        if len(moved):
-            t = int(moved[0])
-            largest = float(kl[:first].max()) if first else float(kl.max())
-            what += (f" The next-character distribution first moved at step {t} (KL {float(kl[t]):.3g} nats); the "
-                     f"largest move {'before the texts part ' if first else ''}is {largest:.3g} nats.")
-        else:
-            what += " The next-character distribution did not move at all."
-    else:
-        (step, token), = comparison.changed.forced
-        index = prompt_len + step
-        what = (f"<b>Wrote</b> {char(changed.text[index])} instead of {char(original.text[index])} as generated "
-                f"character {step} (character {index}, chosen at step {index - 1}); every other step kept its own "
-                "draw.")
-    if first is None:
-        return (f"{what} <b>The texts are the same</b>" + (": the change moved the probabilities, never enough to "
-                "change a choice." if comparison.changed.intervention else ".") + f" {SHARED_DRAWS}")
-    after = sum(a != b for a, b in zip(original.text[first:], changed.text[first:]))
-    differ = f"{after:,} of the {len(original.text) - first:,} characters from there differ."
-    if comparison.changed.intervention is None:  # a branch parts where it writes
-        return f"{what} {differ} {SHARED_DRAWS}"
-    chosen = original.tokens[first]
-    return (f"{what} <b>The texts part at character {first}</b> (chosen at step {first - 1}): the original wrote "
-            f"{char(original.text[first])} (p = {float(original.probs[first - 1, chosen]):.3f}), the "
-            f"{comparison.labels[1]} run {char(changed.text[first])}, where the original's choice had p = "
-            f"{float(changed.probs[first - 1, chosen]):.3f}. {differ} {SHARED_DRAWS}")
-
-
 @on_compute_thread
 def comparison_views(pair: Pair, comparison: Comparison, figure: bool = True, width: int = wf.ALIGN_WIDTH):
     """(status HTML, aligned texts HTML `width` characters a row, divergence figure or None)."""
     marks = comparison.marks()
     aligned = wf.aligned_html(pair.original.text, pair.changed.text, pair.original.prompt_len,
                               labels=comparison.labels, width=width, **marks)
-    status = f'<div class="wi-status">{describe(pair, comparison)}</div>'
+    described = wf.describe_html(pair, comparison.changed.intervention, comparison.forced_step, comparison.labels[1])
+    status = f'<div class="wi-status">{described}</div>'
     if not figure:
         return status, aligned, None
     if "marked" in marks:
@@ -211,188 +145,226 @@ def comparison_outputs(name: str):
     return status, aligned, figure, result
 
 
-def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
-    """Build the tab inside the current gr.Tab; `write` is write_tab's dict (its settings prefill this tab's).
-    Returns the components other tabs use ("unit_to_force": a hidden Textbox that takes a name like "L3 hidden 99"
-    and fills the unit to force)."""
-    model = site.default_model
-    limits = site.server.limits
-    busy = limits.max_rows + limits.max_waiting
-    gr.Markdown(
-        "Change one thing and write the run again beside the original: force a unit (a hidden state or a gate), "
-        "write another character at one step, or decode with other settings. " + SHARED_DRAWS)
-    with gr.Row():
-        with gr.Column(scale=2, min_width=300):
-            gr.Markdown("### The run\nCopied from the Write tab whenever you change it there; change it here to "
-                        "try another.")
-            prompt = gr.Textbox(write["prompt"].value, lines=3, max_lines=8, label="Prompt of the run",
-                                elem_id="whatif-prompt")
-            max_new_chars = gr.Slider(1, pg.MAX_NEW_CHARS, write["max_new_chars"].value, step=1,
-                                      label="Characters to write in each run")
-            temperature = gr.Slider(0, 2, write["temperature"].value, step=0.05, label="Temperature of the run",
-                                    info="0 = greedy")
-            top_k = gr.Slider(0, len(model.vocab), write["top_k"].value, step=1, label="Top-k of the run",
-                              info="0 = off")
-            top_p = gr.Slider(0.01, 1, write["top_p"].value, step=0.01, label="Top-p of the run", info="1 = off")
-            seed = gr.Number(write["seed"].value, precision=0, label="Seed of the run")
-        with gr.Column(scale=5):
-            with gr.Tabs():
-                with gr.Tab("Force a unit", id="force"):
-                    gr.Markdown("Set one unit to a value at every step from a starting step on (prompt steps "
-                                "included), and see where the text parts from the run as it is. Step t reads "
-                                "character t of prompt + text, from 0.")
-                    with gr.Row():
-                        layer = gr.Number(3 if model.num_layers >= 3 else 1, label="Layer",
-                                          info=f"1 to {model.num_layers}", min_width=90, elem_id="force-layer")
-                        kind = gr.Dropdown(KIND_CHOICES, value="hidden", label="Kind", elem_id="force-kind",
-                                           allow_custom_value=True, min_width=160)  # checked, with a clear message
-                        unit = gr.Number(min(99, model.hidden_size - 1), label="Unit",
-                                         info=f"0 to {model.hidden_size - 1}", min_width=90, elem_id="force-unit")
-                    with gr.Row():
-                        value = gr.Dropdown(VALUE_CHOICES, value="0.9", allow_custom_value=True, label="Value",
-                                            elem_id="force-value",
-                                            info="type a number (hidden state −1 to 1, gates 0 to 1), or pick "
-                                                 "zero or the unit's mean (ablation)")
-                        with gr.Column(min_width=200):
-                            from_step = gr.Number(len(write["prompt"].value) - 1, label="From step",
-                                                  elem_id="force-from",
-                                                  info="forced at this step and every step after")
-                            first_generated = gr.Button("From the first generated character", size="sm")
-                    unit_to_force = gr.Textbox(visible="hidden", elem_id="unit-to-force", label="Unit to force")
-                    force = gr.Button("Force and compare", variant="primary", elem_id="force-button")
-                    force_status, force_aligned, force_figure, force_result = comparison_outputs("force")
-                with gr.Tab("Branch at a character", id="branch"):
-                    gr.Markdown("Write another character at one generated position and let the model go on from "
-                                "there; every other step keeps its own draw. (On the Write tab, click a character "
-                                "of the text to do the same with the run shown there.)")
-                    with gr.Row():
-                        step = gr.Number(0, label="Generated character", elem_id="branch-step",
-                                         info="0 = the first character written")
-                        branch_to = gr.Textbox("e", max_lines=1, label="Write this character there",
-                                               elem_id="branch-char", info="␣ for a space, ↵ for a newline")
-                    branch = gr.Button("Branch and compare", variant="primary", elem_id="branch-button")
-                    branch_status, branch_aligned, branch_figure, branch_result = comparison_outputs("branch")
-                with gr.Tab("Compare settings", id="compare"):
-                    gr.Markdown(
-                        "The prompt, length and seed of the run under two or three decoding settings. With the same "
-                        "seed every run draws the same random number at each generated position, so the comparison "
-                        "is about the settings alone: where the texts part, the settings made the choice differ; "
-                        "after that each run goes on from its own text.")
-                    compared_settings = []  # temperature, top-k, top-p of A, then B, then C
-                    with gr.Row():
-                        for name, (t, k, p) in zip("ABC", ((0.0, 0, 1.0), (0.8, 0, 0.95), (1.2, 0, 1.0))):
-                            with gr.Column(min_width=180):
-                                if name == "C":
-                                    use_c = gr.Checkbox(True, label="Compare a third: C", elem_id="compare-use-c")
-                                else:
-                                    gr.Markdown(f"**{name}**")
-                                compared_settings += [
-                                    gr.Slider(0, 2, t, step=0.05, label=f"Temperature {name}", info="0 = greedy"),
-                                    gr.Slider(0, len(model.vocab), k, step=1, label=f"Top-k {name}", info="0 = off"),
-                                    gr.Slider(0.01, 1, p, step=0.01, label=f"Top-p {name}", info="1 = off")]
-                    compare = gr.Button("Compare", variant="primary", elem_id="compare-button")
-                    compare_text = gr.HTML(elem_id="compare-texts")
-                    compare_figure = gr.Plot(label="Entropy and rank, step by step", elem_id="compare-figure")
+class WhatifTab:
+    """Builds the tab inside the current gr.Tab: the run's settings (mirroring the Write tab's), then a tab per kind
+    of comparison, then the events."""
 
-    forced_shown, branch_shown = gr.State(None), gr.State(None)  # the Comparisons on show
-    compared = gr.State(None)  # the Recipes compared
-    settings_in = [prompt, max_new_chars, temperature, top_k, top_p, seed]
+    def __init__(self, site: Site, model_key: gr.State, write: dict):
+        self.site, self.model_key = site, model_key
+        model = site.default_model
+        gr.Markdown(
+            "Change one thing and write the run again beside the original: force a unit (a hidden state or a gate), "
+            "write another character at one step, or decode with other settings. " + SHARED_DRAWS)
+        with gr.Row():
+            with gr.Column(scale=2, min_width=300):
+                self.run_settings(model, write)
+            with gr.Column(scale=5):
+                with gr.Tabs():
+                    with gr.Tab("Force a unit", id="force"):
+                        self.force_panel(model, write)
+                    with gr.Tab("Branch at a character", id="branch"):
+                        self.branch_at_panel()
+                    with gr.Tab("Compare settings", id="compare"):
+                        self.compare_panel(model)
+        self.wire(write)
 
-    def intervene(prompt, max_new_chars, temperature, top_k, top_p, seed, layer, kind, unit, value, from_step, key):
+    def components(self) -> dict:
+        """What the other tabs use: "unit_to_force" is a hidden Textbox that takes a unit's name, such as
+        "L3 hidden 99", and fills the unit to force."""
+        return {"unit_to_force": self.unit_to_force, "layer": self.layer, "kind": self.kind, "unit": self.unit,
+                "value": self.value, "from_step": self.from_step, "force": self.force}
+
+    # ---- the layout ----
+
+    def run_settings(self, model, write: dict) -> None:
+        gr.Markdown("### The run\nCopied from the Write tab whenever you change it there; change it here to try "
+                    "another.")
+        self.prompt = gr.Textbox(write["prompt"].value, lines=3, max_lines=8, label="Prompt of the run",
+                                 elem_id="whatif-prompt")
+        self.max_new_chars = gr.Slider(1, inputs.MAX_NEW_CHARS, write["max_new_chars"].value, step=1,
+                                       label="Characters to write in each run")
+        self.temperature = gr.Slider(0, 2, write["temperature"].value, step=0.05, label="Temperature of the run",
+                                     info="0 = greedy")
+        self.top_k = gr.Slider(0, len(model.vocab), write["top_k"].value, step=1, label="Top-k of the run",
+                               info="0 = off")
+        self.top_p = gr.Slider(0.01, 1, write["top_p"].value, step=0.01, label="Top-p of the run", info="1 = off")
+        self.seed = gr.Number(write["seed"].value, precision=0, label="Seed of the run")
+        self.settings_in = [self.prompt, self.max_new_chars, self.temperature, self.top_k, self.top_p, self.seed]
+
+    def force_panel(self, model, write: dict) -> None:
+        gr.Markdown("Set one unit to a value at every step from a starting step on (prompt steps included), and see "
+                    "where the text parts from the run as it is. Step t reads character t of prompt + text, from 0.")
+        with gr.Row():
+            self.layer = gr.Number(3 if model.num_layers >= 3 else 1, label="Layer", info=f"1 to {model.num_layers}",
+                                   min_width=90, elem_id="force-layer")
+            self.kind = gr.Dropdown(KIND_CHOICES, value="hidden", label="Kind", elem_id="force-kind",
+                                    allow_custom_value=True, min_width=160)  # checked, with a clear message
+            self.unit = gr.Number(min(99, model.hidden_size - 1), label="Unit", info=f"0 to {model.hidden_size - 1}",
+                                  min_width=90, elem_id="force-unit")
+        with gr.Row():
+            self.value = gr.Dropdown(VALUE_CHOICES, value="0.9", allow_custom_value=True, label="Value",
+                                     elem_id="force-value",
+                                     info="type a number (hidden state −1 to 1, gates 0 to 1), or pick zero or the "
+                                          "unit's mean (ablation)")
+            with gr.Column(min_width=200):
+                self.from_step = gr.Number(len(write["prompt"].value) - 1, label="From step", elem_id="force-from",
+                                           info="forced at this step and every step after")
+                self.first_generated = gr.Button("From the first generated character", size="sm")
+        self.unit_to_force = gr.Textbox(visible="hidden", elem_id="unit-to-force", label="Unit to force")
+        self.force = gr.Button("Force and compare", variant="primary", elem_id="force-button")
+        self.forced = comparison_outputs("force")
+        self.forced_shown = gr.State(None)  # the Comparison on show
+
+    def branch_at_panel(self) -> None:
+        gr.Markdown("Write another character at one generated position and let the model go on from there; every "
+                    "other step keeps its own draw. (On the Write tab, click a character of the text to do the same "
+                    "with the run shown there.)")
+        with gr.Row():
+            self.step = gr.Number(0, label="Generated character", elem_id="branch-step",
+                                  info="0 = the first character written")
+            self.branch_to = gr.Textbox("e", max_lines=1, label="Write this character there", elem_id="branch-char",
+                                        info="␣ for a space, ↵ for a newline")
+        self.branch = gr.Button("Branch and compare", variant="primary", elem_id="branch-button")
+        self.branched = comparison_outputs("branch")
+        self.branch_shown = gr.State(None)
+
+    def compare_panel(self, model) -> None:
+        gr.Markdown(
+            "The prompt, length and seed of the run under two or three decoding settings. With the same seed every "
+            "run draws the same random number at each generated position, so the comparison is about the settings "
+            "alone: where the texts part, the settings made the choice differ; after that each run goes on from its "
+            "own text.")
+        self.compared_settings = []  # temperature, top-k, top-p of A, then B, then C
+        with gr.Row():
+            for name, (t, k, p) in zip("ABC", ((0.0, 0, 1.0), (0.8, 0, 0.95), (1.2, 0, 1.0))):
+                with gr.Column(min_width=180):
+                    if name == "C":
+                        self.use_c = gr.Checkbox(True, label="Compare a third: C", elem_id="compare-use-c")
+                    else:
+                        gr.Markdown(f"**{name}**")
+                    self.compared_settings += [
+                        gr.Slider(0, 2, t, step=0.05, label=f"Temperature {name}", info="0 = greedy"),
+                        gr.Slider(0, len(model.vocab), k, step=1, label=f"Top-k {name}", info="0 = off"),
+                        gr.Slider(0.01, 1, p, step=0.01, label=f"Top-p {name}", info="1 = off")]
+        self.compare = gr.Button("Compare", variant="primary", elem_id="compare-button")
+        self.compare_text = gr.HTML(elem_id="compare-texts")
+        self.compare_figure = gr.Plot(label="Entropy and rank, step by step", elem_id="compare-figure")
+        self.compared = gr.State(None)  # the Recipes compared
+
+    # ---- the endpoints ----
+
+    def intervene(self, prompt, max_new_chars, temperature, top_k, top_p, seed, layer, kind, unit, value, from_step,
+                  key):
         """Write the run as it is and with one unit forced at every step >= from_step; the API endpoint /intervene.
         Returns both texts (prompt included) and where they part."""
-        model = site.model(key)
+        model = self.site.model(key)
         try:
-            settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
-            intervention = check_intervention(model, layer, kind, unit, value, from_step,
-                                              len(prompt) + settings.max_new_chars,
-                                              lambda *unit_: unit_mean(site, key, *unit_))
-        except pg.InputError as e:
+            settings = inputs.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
+            intervention = inputs.check_intervention(model, layer, kind, unit, value, from_step,
+                                                     len(prompt) + settings.max_new_chars,
+                                                     lambda *unit_: unit_mean(self.site, key, *unit_))
+        except inputs.InputError as e:
             raise gr.Error(str(e), title=FORCE_TITLE) from None
         original = Recipe(key, prompt, settings)
-        comparison = Comparison(original, replace(original, intervention=intervention))
-        for _ in write_runs(site, model, [comparison.original, comparison.changed], FORCE_TITLE):
-            yield gr.skip(), gr.skip()
-        yield comparison_result(site, comparison), comparison
+        yield from self.compared_with(model, Comparison(original, replace(original, intervention=intervention)),
+                                      FORCE_TITLE)
 
-    def branch_at(prompt, max_new_chars, temperature, top_k, top_p, seed, step, char, key):
+    def branch_at(self, prompt, max_new_chars, temperature, top_k, top_p, seed, step, char, key):
         """Write the run as it is and with `char` as generated character `step` (0 = the first written), every
         other draw kept; the API endpoint /branch. Returns both texts (prompt included) and where they part."""
-        model = site.model(key)
+        model = self.site.model(key)
         try:
-            settings = pg.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
-            step = branch_step(step, settings.max_new_chars)
-            char = branch_char(model, char)
-        except pg.InputError as e:
+            settings = inputs.check_inputs(model, prompt, max_new_chars, temperature, top_k, top_p, seed)
+            step = inputs.branch_step(step, settings.max_new_chars)
+            char = inputs.branch_char(model, char)
+        except inputs.InputError as e:
             raise gr.Error(str(e), title=BRANCH_TITLE) from None
         original = Recipe(key, prompt, settings)
-        comparison = Comparison(original, replace(original, forced=branch_forcing(model, prompt, settings, step, char)))
-        for _ in write_runs(site, model, [comparison.original, comparison.changed], BRANCH_TITLE):
-            yield gr.skip(), gr.skip()
-        yield comparison_result(site, comparison), comparison
+        forced = branch_forcing(model, prompt, settings, step, char)
+        yield from self.compared_with(model, Comparison(original, replace(original, forced=forced)), BRANCH_TITLE)
 
-    def compare_runs(prompt, max_new_chars, seed, *settings_and_key):
+    def compared_with(self, model, comparison: "Comparison", title: str):
+        """Both runs of a comparison written (a generator while they are), then (its result, itself)."""
+        for _ in write_runs(self.site, model, [comparison.original, comparison.changed], title):
+            yield gr.skip(), gr.skip()
+        yield comparison_result(self.site, comparison), comparison
+
+    def compare_runs(self, prompt, max_new_chars, seed, *settings_and_key):
         """The same prompt, length and seed under the settings A, B (and C when ticked), written together."""
         *values, use_c, key = settings_and_key
-        model = site.model(key)
+        model = self.site.model(key)
         rows = [values[0:3], values[3:6]] + ([values[6:9]] if use_c else [])
-        try:
-            settings = []
-            for name, (t, k, p) in zip("ABC", rows):
-                try:
-                    settings.append(pg.check_inputs(model, prompt, max_new_chars, t, k, p, seed))
-                except pg.InputError as e:
-                    raise pg.InputError(f"{name}: {e}") from None
-        except pg.InputError as e:
-            raise gr.Error(str(e), title=COMPARE_TITLE) from None
+        settings = []
+        for name, (t, k, p) in zip("ABC", rows):
+            try:
+                settings.append(inputs.check_inputs(model, prompt, max_new_chars, t, k, p, seed))
+            except inputs.InputError as e:
+                raise gr.Error(f"{name}: {e}", title=COMPARE_TITLE) from None
         recipes = tuple(Recipe(key, prompt, s) for s in settings)
-        for _ in write_runs(site, model, list(recipes), COMPARE_TITLE):
+        for _ in write_runs(self.site, model, list(recipes), COMPARE_TITLE):
             yield gr.skip()
         yield recipes
 
-    def draw_compared(recipes):
-        runs = [SettingsRun(r.settings, site.trace(r)) for r in recipes]
+    def draw_compared(self, recipes):
+        runs = [SettingsRun(r.settings, self.site.trace(r)) for r in recipes]
         return on_compute_thread(lambda: (wf.settings_html(runs), wf.settings_figure(runs)))()
 
-    def fill_unit(name):
+    def fill_unit(self, name):
         if not name:
             return gr.skip(), gr.skip(), gr.skip()
         try:
-            return parse_unit_name(name)
-        except pg.InputError as e:
+            return inputs.parse_unit_name(name)
+        except inputs.InputError as e:
             gr.Warning(str(e))
             return gr.skip(), gr.skip(), gr.skip()
 
-    for source, target in zip([write[n] for n in ("prompt", "max_new_chars", "temperature", "top_k", "top_p", "seed")],
-                              settings_in):
-        source.change(None, source, target, js="(value) => value")  # in the browser: no round trip
-    compared_top_k = compared_settings[1::3]
-
-    def fit_model(key):
+    def fit_model(self, key):
         """The loaded model's ranges: Top-k up to its vocabulary, the layer and unit within its sizes."""
-        model = site.model(key)
-        top_k_range = [gr.update(maximum=len(model.vocab))] * (1 + len(compared_top_k))
-        if not model.num_layers:  # a bigram: nothing to force (the endpoints say so)
+        model = self.site.model(key)
+        top_k_range = [gr.update(maximum=len(model.vocab))] * (1 + len(self.compared_settings[1::3]))
+        if not model.kinds:  # a bigram: nothing to force (the endpoints say so)
             return *top_k_range, gr.skip(), gr.skip()
         return (*top_k_range, gr.update(info=f"1 to {model.num_layers}"),
                 gr.update(info=f"0 to {model.hidden_size - 1}"))
 
-    model_key.change(fit_model, model_key, [top_k, *compared_top_k, layer, unit], api_visibility="private")
-    first_generated.click(None, prompt, from_step, js="(prompt) => Math.max(0, [...prompt].length - 1)")
-    unit_to_force.change(fill_unit, unit_to_force, [layer, kind, unit], api_visibility="private")
-    draw = dict(fn=lambda c: draw_comparison(site, c), api_visibility="private", show_progress="hidden")
-    force.click(intervene, [*settings_in, layer, kind, unit, value, from_step, model_key], [force_result, forced_shown],
-                api_name="intervene", show_progress_on=[force_status, force_aligned], concurrency_limit=busy
-                ).success(inputs=forced_shown, outputs=[force_status, force_aligned, force_figure], **draw)
-    branch.click(branch_at, [*settings_in, step, branch_to, model_key], [branch_result, branch_shown],
-                 api_name="branch", show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy
-                 ).success(inputs=branch_shown, outputs=[branch_status, branch_aligned, branch_figure], **draw)
-    compare.click(compare_runs, [prompt, max_new_chars, seed, *compared_settings, use_c, model_key], compared,
-                  api_visibility="private", show_progress_on=[compare_text], concurrency_limit=busy
-                  ).success(draw_compared, compared, [compare_text, compare_figure], api_visibility="private",
-                            show_progress="hidden")
-    return {"unit_to_force": unit_to_force, "layer": layer, "kind": kind, "unit": unit, "value": value,
-            "from_step": from_step, "force": force}
+    # ---- the events ----
+
+    def wire(self, write: dict) -> None:
+        limits = self.site.server.limits
+        busy = limits.max_rows + limits.max_waiting
+        for name, target in zip(SETTINGS, self.settings_in):
+            write[name].change(None, write[name], target, js="(value) => value")  # in the browser: no round trip
+        compared_top_k = self.compared_settings[1::3]
+        self.model_key.change(self.fit_model, self.model_key, [self.top_k, *compared_top_k, self.layer, self.unit],
+                              api_visibility="private")
+        self.first_generated.click(None, self.prompt, self.from_step,
+                                   js="(prompt) => charrnnPage.firstGeneratedStep(prompt)")
+        self.unit_to_force.change(self.fill_unit, self.unit_to_force, [self.layer, self.kind, self.unit],
+                                  api_visibility="private")
+        draw = dict(fn=lambda c: draw_comparison(self.site, c), api_visibility="private", show_progress="hidden")
+        force_status, force_aligned, force_figure, force_result = self.forced
+        self.force.click(self.intervene, [*self.settings_in, self.layer, self.kind, self.unit, self.value,
+                                          self.from_step, self.model_key], [force_result, self.forced_shown],
+                         api_name="intervene", show_progress_on=[force_status, force_aligned], concurrency_limit=busy
+                         ).success(inputs=self.forced_shown, outputs=[force_status, force_aligned, force_figure],
+                                   **draw)
+        branch_status, branch_aligned, branch_figure, branch_result = self.branched
+        self.branch.click(self.branch_at, [*self.settings_in, self.step, self.branch_to, self.model_key],
+                          [branch_result, self.branch_shown], api_name="branch",
+                          show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy
+                          ).success(inputs=self.branch_shown, outputs=[branch_status, branch_aligned, branch_figure],
+                                    **draw)
+        self.compare.click(self.compare_runs, [self.prompt, self.max_new_chars, self.seed, *self.compared_settings,
+                                               self.use_c, self.model_key], self.compared,
+                           api_visibility="private", show_progress_on=[self.compare_text], concurrency_limit=busy
+                           ).success(self.draw_compared, self.compared, [self.compare_text, self.compare_figure],
+                                     api_visibility="private", show_progress="hidden")
+
+
+def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
+    """Build the tab inside the current gr.Tab; `write` is the Write tab's components (its settings prefill this
+    tab's). Returns the components other tabs use."""
+    return WhatifTab(site, model_key, write).components()
 
 
 def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
@@ -436,8 +408,8 @@ def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
         run, index = picked
         model = site.model(run.model)
         try:
-            char = branch_char(model, typed if typed else choice)
-        except pg.InputError as e:
+            char = inputs.branch_char(model, typed if typed else choice)
+        except inputs.InputError as e:
             raise gr.Error(str(e), title=BRANCH_TITLE) from None
         forced = branch_forcing(model, run.prompt, run.settings, index - len(run.prompt), char)
         comparison = Comparison(run, replace(run, forced=forced))
