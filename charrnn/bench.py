@@ -25,7 +25,8 @@ from .decoding.kernel import StepWeights
 from .decoding.layout import choose_layout
 from .decoding.loop import graph_decoder, step_weights
 from .decoding.sampling import DecodeSettings
-from .decoding.trace import build_trace
+from .decoding.layout import Layout, onednn_available
+from .decoding.trace import build_trace, recompute_gates
 from .models.gru import CharRNN
 from .models.shipped import shipped_model
 
@@ -61,9 +62,11 @@ def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings, keep_t
         logits = torch.stack(logits_rows)
         probs_rows = F.softmax(logits, -1)
         tokens = torch.tensor(ids, device=device)
-        if keep_trace:
-            build_trace(StepWeights.of(model), vocab=model.vocab, prompt_len=len(prompt), settings=settings,
-                        tokens=tokens, hidden=torch.stack(states), logits=logits,
+        if keep_trace:  # the gates recomputed from the states, in one batched pass per layer
+            hidden = torch.stack(states).transpose(0, 1)
+            values = torch.stack([hidden, *recompute_gates(StepWeights.of(model), tokens, hidden)], 2)
+            build_trace(vocab=model.vocab, prompt_len=len(prompt), settings=settings, tokens=tokens,
+                        values=values.transpose(0, 1), logits=logits,
                         filtered=torch.cat([probs_rows[: len(prompt) - 1], torch.stack(filtered_rows), probs_rows[-1:]]))
     return model.tokenizer.decode(ids)
 
@@ -97,30 +100,54 @@ def compare(model: CharRNN, prompt: str, settings: DecodeSettings, repeats: int)
         "naive_us_per_step": round(naive_s / n * 1e6, 1), "charrnn_us_per_step": round(ours_s / n * 1e6, 1),
         "naive_no_trace_us_per_step": round(bare_s / n * 1e6, 1),
         "speedup": round(naive_s / ours_s, 2), "speedup_over_naive_without_trace": round(bare_s / ours_s, 2),
-        "layout": str(layout), "products_alone_us_per_step": round(products_floor(model, layout) * 1e6, 1),
-        "tuning": tuning,
+        "layout": str(layout), "library": layout.library, "tuning": tuning,
+        **products_table(model, layout),
         "naive_seconds": [round(t, 4) for t in naive], "charrnn_seconds": [round(t, 4) for t in ours],
     }
 
 
+def kernels(layout) -> list[Layout]:
+    """One request's kernels to time for the table: each family's one-row layout, with both thread counts."""
+    found = [Layout("addmm", 1, 1), Layout("addmm", 2, 2), Layout("bmm", 2, 2)]
+    found += [Layout("onednn", 2, 1)] if onednn_available() else []
+    found += [Layout("gemv", 1, 1), Layout("reduce", 1, 1)]
+    found += [layout] if layout not in found else []
+    return found + [Layout(k.method, k.group, k.min_rows, 1) for k in found if not k.threads]
+
+
 @torch.inference_mode()
-def products_floor(model: CharRNN, layout, steps: int = 400) -> float:
-    """Seconds per step of the step's matrix products alone, with the chosen layout, for one request: what a
-    step that also keeps its trace cannot go below (median of five runs)."""
+def products_table(model: CharRNN, layout, steps: int = 200) -> dict:
+    """Microseconds of one step's matrix products alone (the five 3H x H matrices and the head for one request)
+    under each kernel, alternated in the same run, and the sum over the same weights (a read at the machine's
+    pace); the floor is the fastest kernel's, what a step that also keeps its trace cannot go below."""
     weights = step_weights(model)
-    scratch = weights.scratch(layout, 1, model.device)
-    h = scratch.h.uniform_(-1, 1)
     layers = weights.shape[0]
+    options = kernels(layout)
+    scratches = {k: weights.scratch(k, 1, model.device) for k in options}
+    states = {k: torch.rand(layers, k.padded_rows(1), weights.shape[1], device=model.device) * 2 - 1 for k in options}
 
-    def products():
-        for layer in range(layers):
-            layout.product(h[layer], weights.w_hh[layer], weights.b_hh[layer], out=scratch.gh[layer])
-        for layer in range(1, layers):
-            layout.product(h[layer - 1], weights.w_ih[layer], weights.b_ih[layer], out=scratch.gi)
-        layout.product(h[-1], weights.head_w, weights.head_b, out=scratch.logits)
+    def products(kernel):
+        scratch, h = scratches[kernel], states[kernel]
+        with kernel.threads_set():
+            for layer in range(layers):
+                kernel.product(h[layer], weights.w_hh[layer], out=scratch.gh[layer])
+            for layer in range(1, layers):
+                kernel.product(h[layer - 1], weights.w_ih[layer], out=scratch.gi)
+            kernel.product(h[-1], weights.head, out=scratch.logits)
 
-    runs = [timed(lambda: [products() for _ in range(steps // 5)], model.device) / (steps // 5) for _ in range(6)]
-    return sorted(runs[1:])[2]
+    matrices = [m.weight for m in [*weights.w_hh, *weights.w_ih[1:], weights.head]]
+    runs = {str(k): [] for k in options} | {"read (sum of the weights)": []}
+    for _ in range(5):
+        for kernel in options:
+            products(kernel)
+            runs[str(kernel)].append(timed(lambda: [products(kernel) for _ in range(steps // 5)], model.device)
+                                     / (steps // 5))
+        runs["read (sum of the weights)"].append(
+            timed(lambda: [[m.sum() for m in matrices] for _ in range(steps // 5)], model.device) / (steps // 5))
+    table = {name: round(statistics.median(times) * 1e6, 1) for name, times in runs.items()}
+    floor = min(value for name, value in table.items() if not name.startswith("read"))
+    return {"products_us": table, "product_floor_us_per_step": floor,
+            "products_alone_us_per_step": table[str(layout)]}
 
 
 def training_throughput(model: CharRNN, steps: int) -> dict:
@@ -150,8 +177,7 @@ def cuda_floor(model: CharRNN, us_per_step: float) -> dict:
     """What one decode step cannot go below on this GPU: reading the weights once, and launching kernels."""
     device = model.device
     weights = StepWeights.of(model)
-    read_per_step = [weights.w_hh, weights.head_w, weights.head_b, weights.b_hh,
-                     *[w for w in weights.w_ih if w is not None], *weights.b_ih[1:]]
+    read_per_step = [t for m in [*weights.w_hh, *weights.w_ih[1:], weights.head] for t in (m.weight, m.bias)]
     weight_bytes = sum(t.numel() * t.element_size() for t in read_per_step) \
         + weights.input_proj.shape[1] * weights.input_proj.element_size()
     big = torch.empty(256 * 2**20, dtype=torch.uint8, device=device)
@@ -236,7 +262,12 @@ def table(runs: list[dict]) -> str:
                   f"  charrnn with full trace   {r['charrnn_us_per_step']:>8} us/step  {r['charrnn_chars_per_s']:>7,} chars/s"
                   f"  ({r['speedup']}x the naive loop, {r['speedup_over_naive_without_trace']}x the naive loop "
                   "without trace)",
-                  f"  products alone (floor)    {r['products_alone_us_per_step']:>8} us/step   layout {r['layout']}"]
+                  f"  products, chosen kernel   {r['products_alone_us_per_step']:>8} us/step   layout {r['layout']} "
+                  f"({r['library']})",
+                  f"  product floor             {r['product_floor_us_per_step']:>8} us/step   (the fastest kernel here; "
+                  f"charrnn's step is {r['charrnn_us_per_step'] / r['product_floor_us_per_step']:.2f}x it)",
+                  "  the step's products alone, per kernel (one request, us/step):",
+                  *[f"    {name:28s} {value:>8}" for name, value in r["products_us"].items()]]
     return "\n".join(lines)
 
 

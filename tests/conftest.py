@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ SHAKESPEARE_VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# The kernel this machine chooses for decoding is kept in a file that every process reads (charrnn.decoding.layout):
+# the tests' own, so that a run starts from a fresh choice and its CLI and page subprocesses share it.
+os.environ.setdefault("CHARRNN_CACHE_DIR", tempfile.mkdtemp(prefix="charrnn-tests-cache-"))
 
 
 @pytest.fixture(scope="session")

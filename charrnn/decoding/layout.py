@@ -1,44 +1,68 @@
-"""How a decode step's matrix products are laid out, chosen per machine by measuring.
+"""How a decode step's matrix products are computed: the kernel and how rows go through it, chosen per machine by
+measuring.
 
-A decode step reads one character for each of R rows (one row per request being served) and multiplies the
-rows by each weight matrix. Two things matter:
+A decode step reads one character for each of R rows (one row per request being served) and multiplies the rows
+by each weight matrix (five 3H x H matrices and the head for the shipped 3 x 512 GRU). Two things matter:
 
-- Speed. At one row the step is bound by reading the weights, and which product kernel is fastest differs
-  from CPU to CPU (a layout tuned on one 2-core machine ran at 2.3x the naive loop there and 1.1x on another).
+- Speed. At one row the step is bound by reading the weights, and which kernel reads them at the machine's pace
+  differs from CPU to CPU: torch's x86 wheels do float32 products in MKL, whose kernels for these shapes ran an
+  order of magnitude slower on an AMD EPYC than numpy's OpenBLAS or oneDNN on the same machine, while on the
+  Intel Xeons MKL is near the floor. So the tuner measures kernel families, not only layouts of one BLAS:
+  torch's BLAS ("addmm", "bmm", "stacked"), oneDNN with the weights prepacked ("onednn"), numpy's OpenBLAS one
+  row at a time ("gemv", through zero-copy views of the weights) and torch's own vectorised multiply-and-sum
+  ("reduce", one row at a time).
 - Batch invariance. A row's result must not depend on how many other rows share the step, so that a request
-  writes the same text alone (`CharRNN.generate`, the CLI) and in the page's batch. A matrix product can
-  round differently for a different number of rows (on one Xeon, MKL's one-row product differs from its
-  2..15-row products, which agree with each other, and 16 rows differ again), so a layout computes the rows in
-  groups of at most `group` rows, each padded to at least `min_rows` rows.
+  writes the same text alone (`CharRNN.generate`, the CLI) and in the page's batch. A matrix product can round
+  differently for a different number of rows (on one Xeon, MKL's one-row product differs from its 2..15-row
+  products, which agree with each other, and 16 rows differ again), so the BLAS layouts compute the rows in groups
+  of at most `group` rows, each padded to at least `min_rows` rows. A per-row kernel is invariant by construction.
 
-A candidate is eligible only where a probe row's bits, at every row count and position tried, equal those of
-the reference layout (every product on exactly two rows, which cannot vary with the batch). So whichever
-eligible layout wins on a machine, the same request writes the same text there: the choice changes the speed,
-never the result. `choose_layout` times the eligible candidates on the real step and keeps the fastest, once
-per process and model shape; `CHARRNN_LAYOUT` (e.g. "addmm/8/2") forces one.
+A candidate is eligible only where a probe row's bits, at every row count and position tried, equal its bits
+alone under the same layout (`batch_invariant`). Different kernels round differently, so the choice decides the
+bits a machine writes: it is made once per machine and model shape and kept in a file (KEPT_FILE, in
+CHARRNN_CACHE_DIR or ~/.cache/charrnn), so every process on the machine (the page, the library, the CLI) writes
+the same text for the same request. `CHARRNN_LAYOUT` (e.g. "addmm/8/2", "gemv", "onednn/2/1t") forces one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
 import os
+import platform
 import threading
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 LAYOUT_ENV = "CHARRNN_LAYOUT"
+CACHE_ENV = "CHARRNN_CACHE_DIR"
+KEPT_FILE = "layouts.json"
+KEPT_VERSION = 1  # bump when the kernels change how they round: choices kept by an older charrnn are measured again
+BLAS = ("addmm", "bmm", "stacked")  # torch's BLAS (MKL in the x86 wheels), rows in groups
+PER_ROW = ("gemv", "reduce")  # one row at a time: invariant by construction
+METHODS = BLAS + ("onednn",) + PER_ROW
+LIBRARY = {"addmm": "torch BLAS (MKL)", "bmm": "torch BLAS (MKL)", "stacked": "torch BLAS (MKL)",
+           "onednn": "oneDNN, prepacked", "gemv": "numpy's OpenBLAS sgemv", "reduce": "torch multiply-and-sum"}
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Rows go through each product in groups of at most `group` rows, each group padded to at least
-    `min_rows` rows (min_rows == group: every group has the same shape); "addmm" runs one product per group,
-    "bmm" one batched product for all groups (only with equal groups), "stacked" is "addmm" but for the
-    previous-state products of all layers in one batched product per group. `threads` > 0 runs the steps with that
-    many OpenMP threads (on a busy 2-core machine one thread can be several times faster than two, whose
-    barriers wait for a core); 0 keeps the process's setting."""
+    """A kernel and how rows go through it.
+
+    "addmm" runs one torch product per group of at most `group` rows, each padded to at least `min_rows` rows;
+    "bmm" one batched product for all groups (equal groups only); "stacked" is "addmm" but for the previous-state
+    products of all layers in one batched product per group. "onednn" runs all rows in one oneDNN product with
+    the weights prepacked for `group` rows (no padding). "gemv" and "reduce" compute one row at a time (group and
+    min_rows 1). `threads` > 0 runs the steps with that many threads (torch's, or OpenBLAS's for "gemv": on a busy
+    2-core machine one thread can be several times faster than two, whose barriers wait for a core); 0 keeps the
+    process's setting."""
 
     method: str = "addmm"
     group: int = 8
@@ -46,72 +70,155 @@ class Layout:
     threads: int = 0
 
     def __post_init__(self):
-        if self.method not in ("addmm", "bmm", "stacked"):
-            raise ValueError(f"layout method must be 'addmm', 'bmm' or 'stacked', not {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"layout method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if not 1 <= self.min_rows <= self.group:
             raise ValueError(f"layout needs 1 <= min_rows <= group, not {self.min_rows} and {self.group}")
         if self.method == "bmm" and self.min_rows != self.group:
             raise ValueError("a 'bmm' layout pads every group to the same size: min_rows must equal group")
+        if self.method in PER_ROW and (self.group, self.min_rows) != (1, 1):
+            raise ValueError(f"a {self.method!r} layout computes one row at a time: group and min_rows are 1")
 
     def __str__(self) -> str:
-        return f"{self.method}/{self.group}/{self.min_rows}" + (f"/{self.threads}t" if self.threads else "")
+        shape = "" if self.method in PER_ROW else f"/{self.group}" if self.method == "onednn" else \
+            f"/{self.group}/{self.min_rows}"
+        return f"{self.method}{shape}" + (f"/{self.threads}t" if self.threads else "")
 
     @classmethod
     def parse(cls, text: str) -> "Layout":
         try:
-            method, group, min_rows, *threads = text.split("/")
-            if len(threads) > 1:
-                raise ValueError("too many parts")
-            return cls(method, int(group), int(min_rows), int(threads[0].rstrip("t")) if threads else 0)
+            parts = text.strip().split("/")
+            threads = int(parts.pop().rstrip("t")) if parts[-1].endswith("t") else 0
+            method, *numbers = parts
+            numbers = [int(n) for n in numbers]
+            if method in PER_ROW:
+                if numbers:
+                    raise ValueError("a per-row kernel takes no group")
+                return cls(method, 1, 1, threads)
+            if method == "onednn":
+                group, = numbers
+                return cls(method, group, 1, threads)
+            group, min_rows = numbers
+            return cls(method, group, min_rows, threads)
         except ValueError as e:
-            raise ValueError(f"{LAYOUT_ENV} must look like 'addmm/8/2' or 'addmm/8/2/1t' "
-                             f"(method/group/min_rows[/threads]): {e}") from None
+            raise ValueError(f"{LAYOUT_ENV} must look like 'addmm/8/2', 'onednn/2', 'gemv' or any of them with "
+                             f"'/1t' (method/group/min_rows[/threads]): {e}") from None
+
+    @property
+    def library(self) -> str:
+        return LIBRARY[self.method]
 
     def threads_set(self):
         """A context that runs the enclosed steps with this layout's thread count and restores the process's after
         (nothing to do, and nothing done, when they are the same: the usual case, once per step)."""
-        if not self.threads or self.threads == torch.get_num_threads():
+        if not self.threads:
             return NO_CHANGE
-        return ThreadCount(self.threads)
+        if self.method == "gemv":
+            return OPENBLAS_THREADS.at(self.threads)
+        return NO_CHANGE if self.threads == torch.get_num_threads() else ThreadCount(self.threads)
 
     def padded_rows(self, rows: int) -> int:
         """How many rows the step computes for `rows` real ones (the rest are padding, discarded)."""
+        if self.method not in BLAS:
+            return rows
         full, last = divmod(rows, self.group)
         if last == 0 and full:
             return rows
         return full * self.group + max(last, self.min_rows)
 
-    def hidden_products(self, h: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, out: torch.Tensor) -> None:
-        """out[l] = h[l] @ w_hh[l].T + b_hh[l] for every layer l (h [layers, rows, H], w_hh [layers, 3H, H]): in
-        a step they depend only on the previous states. "stacked" runs all layers in one batched product per
-        group of rows (one parallel region instead of one per layer); the others one product per layer."""
+    def hidden_products(self, h: torch.Tensor, w_hh: list["Matrix"], stacked: tuple, out: torch.Tensor) -> None:
+        """out[l] = h[l] @ w_hh[l].T + b_hh[l] for every layer l (h [layers, rows, H]): in a step they depend only on
+        the previous states. "stacked" runs all layers in one batched product per group of rows (one parallel region
+        instead of one per layer), from `stacked` = (every layer's weight [layers, 3H, H], bias [layers, 3H]); the
+        others one product per layer."""
         if self.method != "stacked":
             for layer in range(h.shape[0]):
-                self.product(h[layer], w_hh[layer], b_hh[layer], out=out[layer])
+                self.product(h[layer], w_hh[layer], out=out[layer])
             return
+        weight, bias = stacked
         rows = h.shape[1]
         for start in range(0, rows, self.group):
             end = min(rows, start + self.group)
             if start == 0 and end == rows:
-                torch.baddbmm(b_hh[:, None], h, w_hh.transpose(1, 2), out=out)
+                torch.baddbmm(bias[:, None], h, weight.transpose(1, 2), out=out)
             else:
-                out[:, start:end] = torch.baddbmm(b_hh[:, None], h[:, start:end], w_hh.transpose(1, 2))
+                out[:, start:end] = torch.baddbmm(bias[:, None], h[:, start:end], weight.transpose(1, 2))
 
-    def product(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """out = x @ weight.T + bias for x [padded_rows, in], weight [out, in] (nn.Linear's layout, used through a
-        transposed view as nn.GRU's own products are, which keeps the states within 1e-5 of nn.GRU's)."""
-        rows = x.shape[0]
-        if self.method == "bmm":
-            groups = rows // self.group
-            return torch.baddbmm(bias.expand(groups, 1, -1), x.view(groups, self.group, -1),
-                                 weight.t().expand(groups, -1, -1), out=out.view(groups, self.group, -1)).view(rows, -1)
-        if rows <= self.group:  # one group: no slicing (a step alone runs this path)
-            return torch.addmm(bias, x, weight.t(), out=out)
-        for start in range(0, rows, self.group):
-            end = min(rows, start + self.group)
-            torch.addmm(bias, x[start:end], weight.t(), out=out[start:end])
-        return out
+    def product(self, x: torch.Tensor, matrix: "Matrix", out: torch.Tensor) -> torch.Tensor:
+        """out = x @ weight.T + bias for x [padded_rows, in] and a Matrix's weight [out, in] (nn.Linear's layout:
+        the BLAS kernels use it through a transposed view, as nn.GRU's own products do, which keeps the states
+        within 1e-5 of nn.GRU's)."""
+        return PRODUCTS[self.method](self, x, matrix, out)
 
+
+@dataclass(eq=False)
+class Matrix:
+    """A weight [out, in] and its bias as a step's products use them, with each kernel's own form of the weight
+    made once and kept with it (oneDNN's prepacked copy, numpy's view)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def __post_init__(self):
+        self.forms: dict = {}
+        self.lock = threading.Lock()
+
+    def form(self, key: tuple, make):
+        found = self.forms.get(key)
+        if found is None:
+            with self.lock:
+                found = self.forms.get(key)
+                if found is None:
+                    found = self.forms[key] = make()
+        return found
+
+
+def blas_product(layout: Layout, x, matrix: Matrix, out):
+    rows, weight, bias = x.shape[0], matrix.weight, matrix.bias
+    if layout.method == "bmm":
+        groups = rows // layout.group
+        return torch.baddbmm(bias.expand(groups, 1, -1), x.view(groups, layout.group, -1),
+                             weight.t().expand(groups, -1, -1), out=out.view(groups, layout.group, -1)).view(rows, -1)
+    if rows <= layout.group:  # one group: no slicing (a step alone runs this path)
+        return torch.addmm(bias, x, weight.t(), out=out)
+    for start in range(0, rows, layout.group):
+        end = min(rows, start + layout.group)
+        torch.addmm(bias, x[start:end], weight.t(), out=out[start:end])
+    return out
+
+
+def onednn_product(layout: Layout, x, matrix: Matrix, out):
+    packed = matrix.form(("onednn", layout.group),
+                         lambda: torch.ops.mkldnn._reorder_linear_weight(matrix.weight, layout.group))
+    return out.copy_(torch.ops.mkldnn._linear_pointwise(x, packed, matrix.bias, "none", [], ""))
+
+
+def gemv_product(layout: Layout, x, matrix: Matrix, out):
+    weight = matrix.form(("numpy",), matrix.weight.numpy)
+    x_rows, out_rows = x.numpy(), out.numpy()
+    for row in range(x.shape[0]):
+        np.dot(weight, x_rows[row], out=out_rows[row])
+    return out.add_(matrix.bias)
+
+
+def reduce_product(layout: Layout, x, matrix: Matrix, out):
+    for row in range(x.shape[0]):  # the product's own temporary: loops on other threads may share the weights
+        torch.sum(matrix.weight * x[row], -1, out=out[row])
+    return out.add_(matrix.bias)
+
+
+PRODUCTS = {"addmm": blas_product, "bmm": blas_product, "stacked": blas_product, "onednn": onednn_product,
+            "gemv": gemv_product, "reduce": reduce_product}
+
+
+def onednn_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# ---- threads ----
 
 NO_CHANGE = contextlib.nullcontext()
 
@@ -128,8 +235,48 @@ class ThreadCount:
         torch.set_num_threads(self.before)
 
 
-REFERENCE = Layout("addmm", 2, 2)
+class OpenBlasThreads:
+    """numpy's OpenBLAS thread pool, beside torch's (two libraries, two pools: each is told how many to use).
+    threadpoolctl finds the library whatever its symbols are called (numpy's wheels rename them)."""
 
+    def __init__(self):
+        self.controller = None
+        self.current = None
+
+    def library(self):
+        if self.controller is None:
+            found = ThreadpoolController().select(internal_api="openblas").lib_controllers
+            numpy_blas = [c for c in found if "numpy" in str(c.filepath)] or found
+            self.controller = numpy_blas[0] if numpy_blas else False
+        return self.controller
+
+    def get(self) -> int:
+        library = self.library()
+        return library.num_threads if library else 1
+
+    def set(self, threads: int) -> None:
+        library = self.library()
+        if library and threads != self.current:
+            library.set_num_threads(threads)
+            self.current = threads
+
+    @contextlib.contextmanager
+    def at(self, threads: int):
+        before = self.get()
+        if before == threads:
+            yield
+            return
+        self.set(threads)
+        try:
+            yield
+        finally:
+            self.set(before)
+
+
+OPENBLAS_THREADS = OpenBlasThreads()
+
+
+# ---- the candidates, and which are eligible ----
 
 def candidates(device: torch.device) -> list[Layout]:
     if device.type == "cuda":
@@ -142,29 +289,151 @@ def candidates(device: torch.device) -> list[Layout]:
 
 
 def base_candidates() -> list[Layout]:
-    """The CPU layouts, each at the process's thread count."""
+    """The CPU layouts of every kernel family here, each at the process's thread count."""
     found = [Layout("addmm", group, min_rows) for group in (16, 15, 8, 4) for min_rows in (1, 2)]
     found += [REFERENCE, Layout("addmm", 1, 1)]
     found += [Layout("bmm", group, group) for group in (8, 2)]
     found += [Layout("stacked", group, 2) for group in (15, 8)]
+    if onednn_available():
+        found += [Layout("onednn", group, 1) for group in (2, 8, 32)]
+    found += [Layout("gemv", 1, 1), Layout("reduce", 1, 1)]
     return found
 
+
+REFERENCE = Layout("addmm", 2, 2)  # every product on exactly two rows: torch's BLAS cannot vary with the batch
+
+
+def random_rows(weights, rows: int, device, seed: int):
+    layers, hidden, vocab = weights.shape
+    generator = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (rows,), generator=generator).to(device)
+    h = (torch.rand(layers, rows, hidden, generator=generator) * 2 - 1).to(device)
+    return tokens, h
+
+
+CHECKS = (1, 2, 3, 8, 9, 16, 17, 33)
+
+
+@torch.inference_mode()
+def probe(weights, layout: Layout, device, checks=CHECKS):
+    """The probe row's (new state, logits) at every row count in `checks` and at every position (first, middle,
+    last) among the rows, under `layout`."""
+    tokens, h = random_rows(weights, max(checks), device, seed=0)
+    results = []
+    with layout.threads_set():
+        for rows in checks:
+            for position in sorted({0, rows // 2, rows - 1}):
+                order = torch.arange(rows, device=device).roll(position)  # the probe (row 0) lands at `position`
+                state, logits = weights.run_step(layout, tokens[order], h[:, order])
+                results.append((state[:, position], logits[position]))
+    return results
+
+
+def batch_invariant(weights, layout: Layout, device, checks=CHECKS) -> bool:
+    """True if the probe row's bits under `layout` are the same at every row count and position in `checks`."""
+    (state, logits), *rest = probe(weights, layout, device, checks)
+    return all(torch.equal(s, state) and torch.equal(lg, logits) for s, lg in rest)
+
+
+def same_bits(weights, layout: Layout, other: Layout, device, checks=CHECKS) -> bool:
+    """True if a probe row's new state and logits under `layout` are bit for bit those under `other` alone, at
+    every row count in `checks` and at every position among the rows."""
+    (state, logits), *_ = probe(weights, other, device, (1,))
+    return all(torch.equal(s, state) and torch.equal(lg, logits) for s, lg in probe(weights, layout, device, checks))
+
+
+# ---- choosing, once per machine ----
 
 _chosen: dict[tuple, tuple[Layout, dict]] = {}
 _choose_lock = threading.Lock()
 
 
 def choose_layout(weights, device: torch.device) -> tuple[Layout, dict]:
-    """The layout for steps of this model shape on this device, and the measurements behind the choice."""
+    """The layout for steps of this model shape on this device, and the measurements behind the choice: forced by
+    CHARRNN_LAYOUT, else the one this machine chose before (kept in KEPT_FILE), else measured now and kept."""
     key = (str(device), weights.shape)
     with _choose_lock:
         if key not in _chosen:
             forced = os.environ.get(LAYOUT_ENV)
             if forced:
-                _chosen[key] = (Layout.parse(forced), {"forced_by": LAYOUT_ENV})
-            else:
+                _chosen[key] = forced_layout(Layout.parse(forced), weights, device)
+            elif device.type == "cuda" or not weights.shape[0]:
                 _chosen[key] = tune(weights, device)
+            else:
+                _chosen[key] = kept_or_tuned(weights, device)
         return _chosen[key]
+
+
+def forced_layout(layout: Layout, weights, device) -> tuple[Layout, dict]:
+    """A layout CHARRNN_LAYOUT asks for, if it is batch-invariant here; ValueError otherwise."""
+    if not batch_invariant(weights, layout, device):
+        raise ValueError(f"{LAYOUT_ENV} asks for {layout}, whose rows' bits depend on the batch on this machine: a "
+                         "request would write another text beside others than alone. Leave it unset to let charrnn "
+                         "choose among the layouts that do not")
+    return layout, {"forced_by": LAYOUT_ENV, "candidates": {str(layout): "forced"}, "twin": None,
+                    "library": layout.library}
+
+
+def machine() -> dict:
+    """What decides which kernel is fastest and how each rounds: the CPU, the cores given to this process and the
+    libraries' versions."""
+    model, flags = platform.processor() or platform.machine(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                     model)
+        flags = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("flags")), "")
+    except OSError:
+        pass
+    return {"cpu": model, "flags": hashlib.sha256(flags.encode()).hexdigest()[:12],
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch": torch.__version__, "numpy": np.__version__, "threads": torch.get_num_threads(),
+            "kept_version": KEPT_VERSION}
+
+
+def kept_file() -> Path:
+    folder = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                                                         os.path.expanduser("~/.cache"), "charrnn")
+    return Path(folder) / KEPT_FILE
+
+
+@contextlib.contextmanager
+def kept_choices():
+    """The choices kept on this machine, as a dict to read and change, written back at the end; other processes
+    wait meanwhile (a lock file), so that two processes starting together choose once. Without a writable folder,
+    an empty dict that nothing keeps."""
+    path = kept_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "w")
+    except OSError:
+        yield {}
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            choices = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            choices = {}
+        before = dict(choices)
+        yield choices
+        if choices != before:
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(choices, indent=1))
+            temporary.replace(path)
+
+
+def kept_or_tuned(weights, device) -> tuple[Layout, dict]:
+    key = json.dumps({**machine(), "shape": list(weights.shape)}, sort_keys=True)
+    with kept_choices() as choices:
+        kept = choices.get(key)
+        if kept is not None:
+            layout = Layout.parse(kept["layout"])
+            if batch_invariant(weights, layout, device):
+                return layout, {**kept["report"], "kept_in": str(kept_file())}
+        layout, report = tune(weights, device)
+        choices[key] = {"layout": str(layout), "report": report, "chosen_at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        return layout, report
 
 
 def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch: int = 24) -> tuple[Layout, dict]:
@@ -179,10 +448,10 @@ def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch:
     report = {}
     eligible = []
     for layout in options:
-        if same_bits(weights, layout, REFERENCE, device):
+        if batch_invariant(weights, layout, device):
             eligible.append(layout)
         else:
-            report[str(layout)] = f"rounds differently from {REFERENCE} at some row count here"
+            report[str(layout)] = "a row's bits depend on the batch here"
     runs = {(layout, rows): StepTimer(weights, layout, device, rows) for layout in eligible for rows in (1, batch)}
     best_time = {key: float("inf") for key in runs}
     for _ in range(rounds):
@@ -193,36 +462,11 @@ def tune(weights, device: torch.device, rounds: int = 3, burst: int = 16, batch:
         alone, per_row = best_time[layout, 1], best_time[layout, batch] / batch
         scores[layout] = alone + per_row
         report[str(layout)] = {"us_per_step_alone": round(alone * 1e6, 1),
-                               f"us_per_row_at_{batch}": round(per_row * 1e6, 1)}
+                               f"us_per_row_at_{batch}": round(per_row * 1e6, 1), "library": layout.library}
     best = min(eligible, key=scores.get)
     twin = replace(best, threads=0 if best.threads else 1)
-    return best, {"candidates": report, "twin": str(twin) if twin in eligible else None}
-
-
-def random_rows(weights, rows: int, device, seed: int):
-    layers, hidden, vocab = weights.shape
-    generator = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, vocab, (rows,), generator=generator).to(device)
-    h = (torch.rand(layers, rows, hidden, generator=generator) * 2 - 1).to(device)
-    return tokens, h
-
-
-@torch.inference_mode()
-def same_bits(weights, layout: Layout, reference: Layout, device, checks=(1, 2, 3, 8, 9, 16, 17, 33)) -> bool:
-    """True if a probe row's new state and logits under `layout` are bit for bit those under `reference` alone,
-    at every row count in `checks` and at every position (first, middle, last) among the rows."""
-    tokens, h = random_rows(weights, max(checks), device, seed=0)
-    with reference.threads_set():
-        expected = weights.run_step(reference, tokens[:1], h[:, :1])
-    with layout.threads_set():
-        for rows in checks:
-            for position in sorted({0, rows // 2, rows - 1}):
-                order = torch.arange(rows, device=device).roll(position)  # the probe (row 0) lands at `position`
-                state, logits = weights.run_step(layout, tokens[order], h[:, order])
-                if not (torch.equal(state[:, position], expected[0][:, 0])
-                        and torch.equal(logits[position], expected[1][0])):
-                    return False
-    return True
+    twin_ok = twin in eligible and same_bits(weights, twin, best, device)
+    return best, {"candidates": report, "twin": str(twin) if twin_ok else None, "library": best.library}
 
 
 class StepTimer:
@@ -251,10 +495,10 @@ class ThreadSwitch:
     """The chosen layout and, where it has one, its twin on the other thread count (the same bits: the tuner
     found both eligible), whichever is faster now.
 
-    The tuner measures once, but a shared machine changes: when another tenant holds a core, two OpenMP threads
-    wait for each other at every product and one thread is several times faster; when the machine is quiet,
-    two are faster. Every `every` steps the loop runs `trial` steps with the other one; if those were faster
-    than the `trial` steps just before them by more than `margin`, it switches. The text never changes.
+    The tuner measures once, but a shared machine changes: when another tenant holds a core, two threads wait
+    for each other at every product and one thread is several times faster; when the machine is quiet, two are
+    faster. Every `every` steps the loop runs `trial` steps with the other one; if those were faster than the
+    `trial` steps just before them by more than `margin`, it switches. The text never changes.
     """
 
     def __init__(self, layout: Layout, twin: Layout | None, every: int = 512, trial: int = 16, margin: float = 0.15):

@@ -62,7 +62,7 @@ class Row:
         self.length = self.prompt_len + request.settings.max_new_chars
         self.tokens = list(request.ids)
         self.t = 0  # the position the next step reads
-        self.hidden = torch.empty(self.length, layers, hidden, device=device)
+        self.values = torch.empty(self.length, layers, weights.kinds, hidden, device=device)  # what each step recorded
         self.logits = torch.empty(self.length, vocab, device=device)
         self.filtered = torch.empty(self.length, vocab, device=device)
         self.noise = race_noise(request.settings, request.settings.max_new_chars, vocab).to(device)
@@ -83,18 +83,17 @@ class Row:
 
     def trace(self, model, weights: StepWeights) -> Trace:
         with torch.no_grad():  # outside inference mode, so the trace holds ordinary tensors its users may modify
-            return build_trace(weights, vocab=model.vocab, prompt_len=self.prompt_len,
-                               settings=self.request.settings, tokens=torch.tensor(self.tokens, device=self.hidden.device),
-                               hidden=self.hidden, logits=self.logits, filtered=self.filtered,
-                               intervention=self.request.intervention)
+            return build_trace(vocab=model.vocab, prompt_len=self.prompt_len, settings=self.request.settings,
+                               tokens=torch.tensor(self.tokens, device=self.values.device), values=self.values,
+                               logits=self.logits, filtered=self.filtered, intervention=self.request.intervention)
 
 
 class Batch:
     """The rows of a loop between two changes of membership, and what their steps write.
 
-    Each step writes every row's states, logits and filtered distribution into one slot of a window of
-    WINDOW steps (no per-row copies while stepping); the window is copied into the rows' own records when it
-    is full and before the batch changes (flush). The state a step reads is the slot the step before wrote.
+    Each step writes every row's record (states and gates), logits and filtered distribution into one slot of a
+    window of WINDOW steps (no per-row copies while stepping); the window is copied into the rows' own records when
+    it is full and before the batch changes (flush). The state a step reads is the slot the step before wrote.
     """
 
     WINDOW = 32
@@ -103,30 +102,46 @@ class Batch:
         layers, hidden, vocab = weights.shape
         self.rows = rows
         padded = layout.padded_rows(len(rows))
-        self.padding = [0] * (padded - len(rows))
         self.scratch = weights.scratch(layout, len(rows), device)
         self.start = torch.zeros(layers, padded, hidden, device=device)  # the state before the batch's first step
         for i, row in enumerate(rows):  # a row's state is what it recorded last
             if row.t:
-                self.start[:, i] = row.hidden[row.t - 1]
-        self.history = torch.empty(self.WINDOW, layers, padded, hidden, device=device)
+                self.start[:, i] = row.values[row.t - 1, :, 0]
+        self.history = torch.empty(self.WINDOW, layers, weights.kinds, padded, hidden, device=device)
         self.logits = torch.empty(self.WINDOW, padded, vocab, device=device)
         self.filtered = torch.empty(self.WINDOW, len(rows), vocab, device=device)
         self.first_t = [row.t for row in rows]
         self.steps = self.flushed = 0
         self.settings = RowSettings([row.request.settings for row in rows], vocab, device)
+        self.tokens_cpu = torch.zeros(padded, dtype=torch.long)
+        self.tokens_host = self.tokens_cpu.numpy()  # written from Python lists without a tensor per step
+        self.tokens = self.tokens_cpu if torch.device(device).type == "cpu" else self.tokens_cpu.to(device)
         self.no_draw = torch.ones(vocab, device=device)
         self.interventions = [(i, row.request.intervention) for i, row in enumerate(rows) if row.request.intervention]
 
+    def tokens_now(self, tokens: list[int]) -> torch.Tensor:
+        """The rows' tokens of this step (the padding rows read token 0), written into one tensor kept for it."""
+        self.tokens_host[: len(tokens)] = tokens
+        return self.tokens if self.tokens is self.tokens_cpu else self.tokens.copy_(self.tokens_cpu)
+
+    def noise_now(self, draws: list[bool]) -> torch.Tensor:
+        """Each row's noise for the character it draws now (rows that draw none get ones: their pick is unused)."""
+        if len(self.rows) == 1:
+            row = self.rows[0]
+            index = row.t + 1 - row.prompt_len
+            return row.noise[index : index + 1]
+        return torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else self.no_draw
+                            for row, draw in zip(self.rows, draws)])
+
     def state(self) -> torch.Tensor:
-        return self.history[(self.steps - 1) % self.WINDOW] if self.steps else self.start
+        return self.history[(self.steps - 1) % self.WINDOW, :, 0] if self.steps else self.start
 
     def flush(self) -> None:
         """Copy the steps not yet copied into each row's records (the window starts over after a full one)."""
         count, first = self.steps - self.flushed, self.flushed % self.WINDOW
         for i, row in enumerate(self.rows):
             t = self.first_t[i] + self.flushed
-            row.hidden[t : t + count] = self.history[first : first + count, :, i]
+            row.values[t : t + count] = self.history[first : first + count, :, :, i]
             row.logits[t : t + count] = self.logits[first : first + count, i]
             row.filtered[t : t + count] = self.filtered[first : first + count, i]
         self.flushed = self.steps
@@ -168,7 +183,7 @@ class DecodeLoop:
             self.batch = Batch(list(self.rows), self.weights, self.layout, self.device)
         batch, rows = self.batch, self.batch.rows
         slot = batch.steps % batch.WINDOW
-        tokens = torch.tensor([row.tokens[row.t] for row in rows] + batch.padding, device=self.device)
+        tokens = batch.tokens_now([row.tokens[row.t] for row in rows])
         forces = step_forces(batch.interventions, [row.t for row in rows], self.device) \
             if batch.interventions else None
         draws = [row.samples for row in rows]
@@ -176,12 +191,10 @@ class DecodeLoop:
         started = time.perf_counter()
         with layout.threads_set():
             _, logits = self.weights.step(layout, tokens, batch.state(), batch.scratch, forces,
-                                          h_out=batch.history[slot], logits_out=batch.logits[slot])
+                                          record=batch.history[slot], logits_out=batch.logits[slot])
             filtered = filter_rows(logits[: len(rows)], batch.settings, batch.filtered[slot])
             if any(draws):
-                noise = torch.stack([row.noise[row.t + 1 - row.prompt_len] if draw else batch.no_draw
-                                     for row, draw in zip(rows, draws)])
-                chosen = race(filtered, noise).tolist()
+                chosen = race(filtered, batch.noise_now(draws)).tolist()
         self.threads.record(time.perf_counter() - started)
         batch.steps += 1
         if batch.steps % batch.WINDOW == 0:
@@ -226,10 +239,10 @@ def decode_rows(loop: DecodeLoop, row: Row, chunk_size: int) -> Iterator[list[in
 
 @dataclass
 class Record:
-    """What the graph's steps write per position (the chunk's tokens, states, logits and filtered rows)."""
+    """What the graph's steps write per position (the chunk's tokens, records, logits and filtered rows)."""
 
     tokens: torch.Tensor  # [T]
-    hidden: torch.Tensor  # [T, layers, H]
+    values: torch.Tensor  # [T, layers, kinds, H]
     logits: torch.Tensor  # [T, vocab]
     filtered: torch.Tensor  # [T, vocab]
 
@@ -237,7 +250,7 @@ class Record:
     def empty(cls, length: int, weights: StepWeights, device) -> "Record":
         layers, hidden, vocab = weights.shape
         return cls(torch.zeros(length, dtype=torch.long, device=device),
-                   torch.empty(length, layers, hidden, device=device),
+                   torch.empty(length, layers, weights.kinds, hidden, device=device),
                    torch.empty(length, vocab, device=device), torch.empty(length, vocab, device=device))
 
 
@@ -250,7 +263,7 @@ class GraphDecoder:
     """
 
     def __init__(self, weights: StepWeights, layout: Layout, settings: DecodeSettings, chunk_size: int):
-        device = weights.head_b.device
+        device = weights.head.bias.device
         vocab = weights.shape[2]
         self.weights, self.layout, self.chunk_size = weights, layout, chunk_size
         self.settings = RowSettings([settings], vocab, device)
@@ -271,7 +284,7 @@ class GraphDecoder:
              sample_out: torch.Tensor | None = None):
         """One step reading `token` into position t of `record`; given a noise row, also sample into sample_out."""
         h, logits = self.weights.step(self.layout, token, self.scratch.h, self.scratch)
-        record.hidden[t] = h[:, 0]
+        record.values[t] = self.scratch.record[:, :, 0]
         record.logits[t] = logits[0]
         filtered = filter_probs(logits, self.settings, out=record.filtered[t : t + 1])
         if noise is not None:
@@ -298,7 +311,7 @@ def decode_cuda_graph(decoder: GraphDecoder, record: Record, prompt_len: int, no
         decoder.noise.copy_(noise[c * chunk_size : (c + 1) * chunk_size])
         decoder.graph.replay()
         start = prompt_len - 1 + c * chunk_size  # the position the chunk's first step reads
-        record.hidden[start : start + chunk_size] = decoder.out.hidden
+        record.values[start : start + chunk_size] = decoder.out.values
         record.logits[start : start + chunk_size] = decoder.out.logits
         record.filtered[start : start + chunk_size] = decoder.out.filtered
         record.tokens[start + 1 : start + 1 + chunk_size] = decoder.out.tokens
@@ -389,8 +402,8 @@ def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unk
                 yield DecodeUpdate(text)
         length = len(ids) + settings.max_new_chars
         with torch.no_grad():
-            trace = build_trace(weights, vocab=model.vocab, prompt_len=len(ids), settings=settings,
-                                tokens=record.tokens[:length], hidden=record.hidden[:length],
+            trace = build_trace(vocab=model.vocab, prompt_len=len(ids), settings=settings,
+                                tokens=record.tokens[:length], values=record.values[:length],
                                 logits=record.logits[:length], filtered=record.filtered[:length])
         yield DecodeUpdate(trace.text, trace)
         return

@@ -1,5 +1,6 @@
-"""The Trace of a run: its text, every step's probabilities and what every layer held, the gates recomputed from
-the recorded states in one batched pass per layer (recompute_gates)."""
+"""The Trace of a run: its text, every step's probabilities and what every layer computed (build_trace, from what
+the decode loop recorded); and the gates of a text recomputed from its states in one batched pass per layer
+(recompute_gates, for the analyses, which read states with torch's own GRU)."""
 
 from __future__ import annotations
 
@@ -64,14 +65,13 @@ def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Te
     return torch.stack(resets), torch.stack(updates)
 
 
-def build_trace(weights: StepWeights, *, vocab: str, prompt_len: int, settings: DecodeSettings,
-                tokens: torch.Tensor, hidden: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor,
-                intervention=None) -> Trace:
-    """Assemble the Trace from what the decode loop recorded (tokens [T], hidden [T, layers, H], logits and
-    filtered [T, vocab]); the result's tensors are on the CPU."""
+def build_trace(*, vocab: str, prompt_len: int, settings: DecodeSettings, tokens: torch.Tensor,
+                values: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor, intervention=None) -> Trace:
+    """Assemble the Trace from what the decode loop recorded: tokens [T], values [T, layers, kinds, H] (each layer's
+    h_t, r_t and z_t as the step computed them, forced units included), logits and filtered [T, vocab]. The
+    result's tensors are on the CPU."""
     device = tokens.device
-    hidden = hidden.transpose(0, 1)
-    reset_gate, update_gate = recompute_gates(weights, tokens, hidden, intervention=intervention)
+    hidden, reset_gate, update_gate = values.permute(2, 1, 0, 3)  # each [layers, T, H]
     parts = dict(tokens=tokens, probs=torch.softmax(logits, -1), filtered=filtered,
                  reset_gate=reset_gate, update_gate=update_gate, hidden=hidden)
     if device.type == "cuda":

@@ -127,19 +127,20 @@ class BigramStep:
     no state (zero layers), so the same loop, filter and sampling write with it as with the GRU."""
 
     table: torch.Tensor  # [vocab, vocab]
+    kinds: int = 3  # the record's kinds, as a GRU's (of zero layers: nothing is recorded)
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return 0, 0, self.table.shape[0]
 
     def scratch(self, layout, rows: int, device) -> StepScratch:
-        return StepScratch.empty(self.shape, layout.padded_rows(rows), device)
+        return StepScratch.empty(self.shape, self.kinds, layout.padded_rows(rows), device)
 
-    def step(self, layout, tokens: torch.Tensor, h: torch.Tensor, scratch: StepScratch, forces=None, h_out=None,
+    def step(self, layout, tokens: torch.Tensor, h: torch.Tensor, scratch: StepScratch, forces=None, record=None,
              logits_out=None):
         logits_out = scratch.logits if logits_out is None else logits_out
         torch.index_select(self.table, 0, tokens, out=logits_out)
-        return scratch.h if h_out is None else h_out, logits_out
+        return (scratch.record if record is None else record)[:, 0], logits_out
 
 
 # ---- what a bigram can reach: the statistics of character pairs ----
