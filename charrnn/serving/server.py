@@ -71,7 +71,9 @@ class Job:
 class ServerLimits:
     max_rows: int = 32
     max_waiting: int = 64
-    max_steps: int = 40_000  # positions recorded by all running rows together (~260 MB for a 3 x 512 GRU)
+    # positions recorded by all running rows together: each holds every layer's h_t, r_t and z_t as the step computed
+    # them (18 KB for a 3 x 512 GRU, so about 440 MB at most)
+    max_steps: int = 24_000
 
 
 class DecodeServer:
