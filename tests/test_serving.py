@@ -88,3 +88,41 @@ def test_runs_longer_than_the_server_holds_and_bad_interventions_are_refused(ser
 
     with pytest.raises(ValueError, match="unit must be a whole number from 0 to 511"):
         server.submit(shipped, DecodeRequest((1, 2), DecodeSettings(10), Intervention(1, "hidden", 512, 0.5)))
+
+
+def test_the_same_request_asked_at_once_is_written_once_and_served_to_all(server, shipped):
+    """The same request is the same run: visitors asking for it while it waits or is written share its job; one
+    visitor letting go does not cancel it for the others."""
+    settings = DecodeSettings(600, 0.8, 0, 0.95, 77)
+    written = server.counts["written"]
+    jobs = in_threads(lambda _: server.submit(shipped, request(shipped, "KING:", settings)), range(30))
+    assert all(job is jobs[0] for job in jobs) and jobs[0].holders == 30
+    for job in jobs[:29]:
+        job.cancel()  # 29 visitors close their tabs; the last one still waits
+    row = jobs[29].result()
+    assert server.counts["written"] == written + 1 and row.request.settings == settings
+    assert jobs[29].text == shipped.generate("KING:", settings).text
+    # a request for it after it is done is a new job (the page serves those from its run cache)
+    assert server.submit(shipped, request(shipped, "KING:", settings)) is not jobs[0]
+
+
+def test_a_job_everyone_let_go_is_cancelled_and_not_shared(server, shipped):
+    settings = DecodeSettings(2000, 0.8, 0, 0.95, 78)
+    first = server.submit(shipped, request(shipped, "KING:", settings))
+    first.cancel()
+    with pytest.raises(JobCancelled):
+        first.result()
+    again = server.submit(shipped, request(shipped, "KING:", settings))
+    assert again is not first
+    again.cancel()
+
+
+def test_a_wait_for_a_run_has_a_bound(server, shipped):
+    from charrnn.serving.server import JobTimeout
+
+    job = server.submit(shipped, request(shipped, "KING:", DecodeSettings(2000, 0.8, 0, 0.95, 79)))
+    try:
+        with pytest.raises(JobTimeout, match="not written within 0.01 s"):
+            job.result(timeout=0.01)
+    finally:
+        job.cancel()

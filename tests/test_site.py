@@ -47,3 +47,50 @@ def test_no_figures_when_no_run_starts_or_it_is_cancelled(site):
         job.cancel()
         waiting.join(timeout=60)
     assert found["trace"] is None and not site.runs.has(cancelled)
+
+
+def test_the_figures_of_a_run_evicted_while_waited_on_are_its_own(shipped):
+    """A run cache that holds one run, and another run kept between the write and the figures: the figures' event
+    writes the run again and draws that very run."""
+    from charrnn.serving.runs import RunCache
+
+    site = Site(device="cpu")
+    site.runs = RunCache(site.server, max_bytes=1)  # the newest run only
+    model = site.default_model
+    recipe = Recipe(site.default_key, "KING:\n", DecodeSettings(120, 0.8, 0, 0.95, 41))
+    other = Recipe(site.default_key, "QUEEN:\n", DecodeSettings(60, 0.8, 0, 0.95, 42))
+    keep = site.runs.keep
+
+    def keep_then_evict(kept, job):  # another visitor's run is kept right after this one, evicting it
+        keep(kept, job)
+        if kept == recipe:
+            keep(other, site.server.submit(model, other.request(model)))
+
+    site.runs.keep = keep_then_evict
+    written = site.server.counts["written"]
+    job = site.server.submit(model, recipe.request(model))
+    found = {}
+    with site.writing(recipe, job):
+        waiting = threading.Thread(target=lambda: found.setdefault("trace", site.written(recipe)))
+        waiting.start()
+        job.result()
+        waiting.join(timeout=120)
+    assert found["trace"].text == shipped.generate("KING:\n", recipe.settings).text
+    assert site.server.counts["written"] == written + 3  # the run, the other, and the run again
+    site.server.close()
+
+
+def test_the_figures_wait_for_another_event_at_most_a_bound(site, monkeypatch):
+    class Stuck:  # a run that never ends
+        error, row = None, None
+
+        def wait(self, timeout=None):
+            time.sleep(min(timeout, 0.2))
+            return False
+
+    monkeypatch.setattr("charrnn.page.site.WAIT_S", 0.2)
+    recipe = Recipe(site.default_key, "KING:\n", DecodeSettings(50, 0.8, 0, 0.95, 43))
+    started = time.monotonic()
+    with site.writing(recipe, Stuck()):
+        assert site.written(recipe) is None
+    assert time.monotonic() - started < 5

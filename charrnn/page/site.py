@@ -17,7 +17,7 @@ from ..models.loading import ModelLoadError
 from ..serving.compute import on_compute_thread
 from ..serving.registry import ModelRegistry
 from ..serving.runs import Recipe, RunCache
-from ..serving.server import DecodeServer, ServerLimits
+from ..serving.server import WAIT_S, DecodeServer, ServerLimits
 from . import inputs, views
 from .share import ExportFolder
 
@@ -112,8 +112,8 @@ class Site:
     def written(self, recipe: Recipe, start_timeout: float = 10.0):
         """The trace of a run another event of the same click is writing, as soon as it is written: the figures
         start then, not a round trip through the browser later. None when no run with this recipe starts within
-        `start_timeout` seconds (it was refused) or it fails or is cancelled. Runs with the same recipe are the
-        same run (decoding is deterministic): any of them will do."""
+        `start_timeout` seconds (it was refused), it fails or is cancelled, or it is not written within WAIT_S.
+        Runs with the same recipe are the same run (decoding is deterministic): any of them will do."""
         deadline = time.monotonic() + start_timeout
         with self.changed:
             while (job := self.being_written.get(recipe)) is None and not self.runs.has(recipe):
@@ -122,10 +122,10 @@ class Site:
                     return None
                 self.changed.wait(remaining)
         if job is not None:
-            job.wait()
-            if job.error is not None or job.row is None:
+            if not job.wait(WAIT_S) or job.error is not None or job.row is None:
                 return None
             self.runs.keep(recipe, job)
+        # kept just now, or before: if it has been evicted meanwhile, RunCache.trace writes it again
         return self.runs.trace(recipe, self.model(recipe.model))
 
     def trace(self, recipe: Recipe | None):

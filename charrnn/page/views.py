@@ -103,6 +103,11 @@ def all_figures(trace: Trace, view: View, timescale=None) -> dict:
     return {name: figure for part in figures_in_turn(trace, view, timescale) for name, figure in part.items()}
 
 
+def earlier_summary(written: int, steps: int) -> str:
+    return (f"Wrote {written:,} characters earlier (a recent run with these very settings, by you or another visitor: "
+            f"the same settings write the same text); figures cover all {steps:,} steps.")
+
+
 def summary(written: int, steps: int, seconds: float, model) -> str:
     return (f"Wrote {written:,} characters in {seconds:.2f} s on {device_description(model)} "
             f"({written / max(seconds, 1e-9):,.0f} chars/s); figures cover all {steps:,} steps.")

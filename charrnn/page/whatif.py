@@ -22,6 +22,7 @@ from ..serving.runs import Recipe
 from ..serving.server import ServerBusy
 from ..vocab import visible_char
 from . import inputs
+from .replacing import Replacing
 from .site import Site
 from .views import STREAM_EVERY_S
 
@@ -341,24 +342,31 @@ class WhatifTab:
                                    js="(prompt) => charrnnPage.firstGeneratedStep(prompt)")
         self.unit_to_force.change(self.fill_unit, self.unit_to_force, [self.layer, self.kind, self.unit],
                                   api_visibility="private")
+        # Each button's click replaces the comparison its last click started (charrnn.page.replacing).
         draw = dict(fn=lambda c: draw_comparison(self.site, c), api_visibility="private", show_progress="hidden")
         force_status, force_aligned, force_figure, force_result = self.forced
-        self.force.click(self.intervene, [*self.settings_in, self.layer, self.kind, self.unit, self.value,
-                                          self.from_step, self.model_key], [force_result, self.forced_shown],
-                         api_name="intervene", show_progress_on=[force_status, force_aligned], concurrency_limit=busy
-                         ).success(inputs=self.forced_shown, outputs=[force_status, force_aligned, force_figure],
-                                   **draw)
+        force = Replacing(self.force, "force")
+        forcing = force.click(self.intervene, [*self.settings_in, self.layer, self.kind, self.unit, self.value,
+                                               self.from_step, self.model_key], [force_result, self.forced_shown],
+                              api_name="intervene", show_progress_on=[force_status, force_aligned],
+                              concurrency_limit=busy)
+        force.cancels(forcing, forcing.success(inputs=self.forced_shown,
+                                               outputs=[force_status, force_aligned, force_figure], **draw))
         branch_status, branch_aligned, branch_figure, branch_result = self.branched
-        self.branch.click(self.branch_at, [*self.settings_in, self.step, self.branch_to, self.model_key],
-                          [branch_result, self.branch_shown], api_name="branch",
-                          show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy
-                          ).success(inputs=self.branch_shown, outputs=[branch_status, branch_aligned, branch_figure],
-                                    **draw)
-        self.compare.click(self.compare_runs, [self.prompt, self.max_new_chars, self.seed, *self.compared_settings,
-                                               self.use_c, self.model_key], self.compared,
-                           api_visibility="private", show_progress_on=[self.compare_text], concurrency_limit=busy
-                           ).success(self.draw_compared, self.compared, [self.compare_text, self.compare_figure],
-                                     api_visibility="private", show_progress="hidden")
+        branch = Replacing(self.branch, "branch")
+        branching = branch.click(self.branch_at, [*self.settings_in, self.step, self.branch_to, self.model_key],
+                                 [branch_result, self.branch_shown], api_name="branch",
+                                 show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy)
+        branch.cancels(branching, branching.success(inputs=self.branch_shown,
+                                                    outputs=[branch_status, branch_aligned, branch_figure], **draw))
+        compare = Replacing(self.compare, "compare")
+        comparing = compare.click(self.compare_runs, [self.prompt, self.max_new_chars, self.seed,
+                                                      *self.compared_settings, self.use_c, self.model_key],
+                                  self.compared, api_visibility="private", show_progress_on=[self.compare_text],
+                                  concurrency_limit=busy)
+        compare.cancels(comparing, comparing.success(self.draw_compared, self.compared,
+                                                     [self.compare_text, self.compare_figure],
+                                                     api_visibility="private", show_progress="hidden"))
 
 
 def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:

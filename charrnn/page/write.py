@@ -14,8 +14,10 @@ from ..models.loading import ModelLoadError
 from ..serving.runs import Recipe
 from ..serving.server import ServerBusy
 from . import inputs, share
+from .replacing import Replacing
 from .site import EXAMPLES, Site
-from .views import STREAM_EVERY_S, View, all_figures, describe_model, figures_in_turn, gate_figures, summary, unit_view
+from .views import (STREAM_EVERY_S, View, all_figures, describe_model, earlier_summary, figures_in_turn, gate_figures,
+                    summary, unit_view)
 from .whatif import branch_panel
 
 FIGURES = ("probabilities", "reset", "update", "saturation", "surprisal", "unit")  # as draw_out, after view, window
@@ -147,7 +149,11 @@ class WriteTab:
         try:
             settings = inputs.check_inputs(model, *values)
             run = Recipe(key, values[0], settings)
-            job = site.server.submit(model, run.request(model))
+            kept = site.runs.text(run)  # written before, by anyone: the same recipe writes the same text
+            if kept is not None:
+                yield kept, earlier_summary(len(kept) - len(values[0]), len(kept)), run
+                return
+            job = site.server.submit(model, run.request(model))  # shared with anyone writing it now
         except (inputs.InputError, ServerBusy) as e:
             raise gr.Error(str(e), title="Cannot generate") from None
         started = time.perf_counter()
@@ -289,19 +295,25 @@ class WriteTab:
         self.link_out = [self.prompt, self.max_new_chars, self.temperature, self.top_p, self.seed, self.model_source,
                          self.revision, self.model_key, self.model_info, self.gate_layer, self.unit_layer, self.unit,
                          self.max_units, self.top_k, self.text, self.status, self.recipe]
-        # Two events for one click: the text streams in one (only the text and status change: each streamed update
+        # Two events for one run: the text streams in one (only the text and status change: each streamed update
         # costs the browser work per output of the event); the other waits on the server for the run to be written
         # and sends its figures from the trace. Gradio runs the events of one trigger one after the other, so the
-        # figures' event has a trigger of its own, a hidden button the click presses first. Every visitor's
+        # figures' event has a trigger of its own, a hidden button the run's start presses first. Every visitor's
         # request reaches the decode server at once (it batches them); the server bounds how many it takes.
-        self.run.click(None, js="() => charrnnPage.drawFigures()")
-        self.run.click(self.generate, self.settings_in, [self.text, self.status, self.recipe], api_name="generate",
-                       show_progress="hidden", concurrency_limit=busy)
-        self.draw_figures.click(self.draw_written, [*self.settings_in, self.view], self.draw_out,
-                                concurrency_limit=busy, **private)
-        gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the page's address
-            self.open_link, None, self.link_out, concurrency_limit=busy, **private
-        ).success(self.draw, [self.recipe, self.view], self.draw_out, **private)
+        # A click replaces the run in progress (charrnn.page.replacing): the run's events, or the link's, are
+        # cancelled and the new run starts, with the controls as they are.
+        run = Replacing(self.run, "write")
+        run.click(None, None, None, js="() => charrnnPage.drawFigures()")
+        writing = run.click(self.generate, self.settings_in, [self.text, self.status, self.recipe],
+                            api_name="generate", show_progress="hidden", concurrency_limit=busy)
+        drawing = self.draw_figures.click(self.draw_written, [*self.settings_in, self.view], self.draw_out,
+                                          trigger_mode="always_last", concurrency_limit=busy, **private)
+        opening = gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the address
+            self.open_link, None, self.link_out, concurrency_limit=busy, **private)
+        drawing_opened = opening.success(self.draw, [self.recipe, self.view], self.draw_out, **private)
+        run.cancels(writing, drawing, opening, drawing_opened)
+        # another model replaces the run too (its text and figures would be the other model's)
+        self.load.click(None, None, None, cancels=[writing, drawing, opening, drawing_opened])
         self.copy_link.click(self.link_to, self.recipe, self.link, api_visibility="private").then(
             None, self.link, self.link, js="(query) => charrnnPage.copyLink(query)")
         self.export.click(self.export_last, self.recipe, self.export_files, api_visibility="private")

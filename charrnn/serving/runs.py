@@ -56,6 +56,13 @@ class RunCache:
         already stays as it is (perhaps with its Trace built): the same recipe writes the same run."""
         self.entries.setdefault(recipe, job)
 
+    def text(self, recipe: Recipe) -> str | None:
+        """The text of a run kept here (written before, by anyone), None if it is not kept."""
+        entry = self.entries.get(recipe)
+        if entry is None or isinstance(entry, Trace):
+            return None if entry is None else entry.text
+        return entry.text if entry.done.is_set() and entry.error is None else None
+
     def trace(self, recipe: Recipe, model) -> Trace:
         """The run's Trace: from the cache, or written again through the decode server."""
         entry = self.entries.get(recipe)
@@ -74,7 +81,7 @@ def size(entry) -> int:
 
 
 def build(job) -> Trace:
-    """The Trace of a finished server job (its gates computed on the compute thread)."""
+    """The Trace of a finished server job (built on the compute thread)."""
     row = job.result()
     if isinstance(row, Trace):
         return row

@@ -32,8 +32,17 @@ class JobCancelled(RuntimeError):
     """The request was cancelled before it finished."""
 
 
+class JobTimeout(RuntimeError):
+    """A wait for a run took longer than its bound; the message says so."""
+
+
+WAIT_S = 300.0  # the longest anyone waits for a run: a 4,000-step run behind a full server takes well under that
+
+
 class Job:
-    """One visitor's request on its way through the server."""
+    """A request on its way through the server, held by every visitor who asked for it: the same request is the
+    same run (decoding is deterministic and batch-invariant), so visitors asking for it while it waits or is being
+    written share it, and it is written once."""
 
     def __init__(self, model, request: DecodeRequest):
         self.model, self.request = model, request
@@ -43,6 +52,16 @@ class Job:
         self.done = threading.Event()
         self.error: BaseException | None = None
         self.cancelled = False
+        self.holders = 1
+        self.holding = threading.Lock()
+
+    def share(self) -> bool:
+        """One more visitor holds the job; False when it is cancelled already (the visitor needs a job of its own)."""
+        with self.holding:
+            if self.cancelled:
+                return False
+            self.holders += 1
+            return True
 
     @property
     def text(self) -> str:
@@ -53,15 +72,20 @@ class Job:
         return len(self.tokens) - self.prompt_len
 
     def cancel(self) -> None:
-        """Free the row at the next step (or never take one)."""
-        self.cancelled = True
+        """This visitor lets go: once nobody holds the job, its row is freed at the next step (or never taken)."""
+        with self.holding:
+            self.holders -= 1
+            if self.holders <= 0 and not self.done.is_set():
+                self.cancelled = True
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.done.wait(timeout)
 
-    def result(self) -> Row:
-        """The finished Row (its records make the trace), or the error that ended the job."""
-        self.done.wait()
+    def result(self, timeout: float = WAIT_S) -> Row:
+        """The finished Row (its records make the trace), or the error that ended the job; JobTimeout when it is not
+        finished within `timeout` seconds."""
+        if not self.done.wait(timeout):
+            raise JobTimeout(f"The run was not written within {timeout:g} s (the server is very busy); try again")
         if self.error is not None:
             raise self.error
         return self.row
@@ -82,7 +106,8 @@ class DecodeServer:
         self.waiting: deque[Job] = deque()
         self.running: OrderedDict[Job, None] = OrderedDict()
         self.loops: dict[int, DecodeLoop] = {}  # by id(model)
-        self.counts: Counter = Counter()  # jobs finished, cancelled, failed
+        self.counts: Counter = Counter()  # jobs written (rows that joined a loop), shared, finished, cancelled, failed
+        self.unfinished: dict[tuple, Job] = {}  # (id(model), request) -> its job, while it waits or is written
         self.lock = threading.Lock()
         self.thread = compute_thread()
         self.thread.add_background(self.pump)
@@ -98,11 +123,15 @@ class DecodeServer:
         if steps > self.limits.max_steps:
             raise ValueError(f"a run of {steps:,} characters is longer than this server allows "
                              f"({self.limits.max_steps:,}); ask for fewer characters")
-        job = Job(model, request)
         with self.lock:
+            shared = self.unfinished.get((id(model), request))
+            if shared is not None and shared.share():
+                self.counts["shared"] += 1
+                return shared
             if len(self.waiting) >= self.limits.max_waiting:
                 raise ServerBusy(f"The server is busy: {len(self.running)} runs are being written and "
                                  f"{len(self.waiting)} are waiting. Try again in a few seconds.")
+            job = self.unfinished[id(model), request] = Job(model, request)
             self.waiting.append(job)
         self.thread.wake()
         return job
@@ -165,10 +194,12 @@ class DecodeServer:
                 loop = self.loops[id(job.model)] = DecodeLoop(job.model)
             job.row = loop.add(job.request)
             self.running[job] = None
+            self.counts["written"] += 1
             steps += job.row.length
 
     def run_alone(self, job: Job) -> None:
         """A CUDA request: the library's own path (CUDA graphs), start to end."""
+        self.counts["written"] += 1
         try:
             request = job.request
             *_, last = decode_alone(job.model, job.model.tokenizer.decode(request.ids), request.settings,
@@ -176,11 +207,15 @@ class DecodeServer:
             job.tokens[:] = last.trace.tokens.tolist()
             job.row = last.trace  # a finished CUDA job hands over its Trace instead of a Row
         except Exception as e:  # noqa: BLE001
-            job.error = e
-        job.done.set()
+            self.finish(job, error=e)
+            return
+        self.finish(job)
 
     def finish(self, job: Job, error: BaseException | None = None) -> None:
         job.error = error
         self.running.pop(job, None)
+        with self.lock:
+            if self.unfinished.get((id(job.model), job.request)) is job:
+                del self.unfinished[id(job.model), job.request]
         self.counts["finished" if error is None else "cancelled" if isinstance(error, JobCancelled) else "failed"] += 1
         job.done.set()
