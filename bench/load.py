@@ -75,13 +75,16 @@ def run_alone(url: str, chars: int = 300, repeats: int = 7) -> dict:
     return {"alone_latency_s": round(latency, 3), "alone_chars_per_s": round(chars / latency)}
 
 
-def run_load(url: str, model, users: int = 8, per_user: int = 10, chars: int = 200) -> dict:
+def run_load(url: str, model, users: int = 8, per_user: int = 10, chars: int = 200, same: bool = False) -> dict:
+    """`same`: every visitor asks for the same request (a class opening one link); the server writes it once."""
     latencies, errors, mismatches = [], [], []
+    ask = (lambda u, i, c: request(0, 99 + i, c)) if same else request  # 99: runs that run_alone did not write
+
     # Every request made alone, by the library, before the load.
     alone = {}
     for u in range(users):
         for i in range(per_user):
-            settings = request(u, i, chars)
+            settings = ask(u, i, chars)
             prompt = settings.pop("prompt")
             alone[u, i] = model.generate(prompt, DecodeSettings(**settings)).text
     lock = threading.Lock()
@@ -95,7 +98,7 @@ def run_load(url: str, model, users: int = 8, per_user: int = 10, chars: int = 2
             for i in range(per_user):
                 started = time.perf_counter()
                 try:
-                    text = generate(client, url, request(u, i, chars))
+                    text = generate(client, url, ask(u, i, chars))
                 except Exception as e:  # noqa: BLE001 - every failure is counted and reported
                     with lock:
                         errors.append(f"user {u} request {i}: {e}")
@@ -127,6 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=30)
     parser.add_argument("--requests", type=int, default=2, help="generations per user")
     parser.add_argument("--chars", type=int, default=300)
+    parser.add_argument("--same", action="store_true", help="every visitor asks for the same runs (one link)")
     args = parser.parse_args(argv)
     from bench.memory import free_port, start_page
     from charrnn.bench import cpu_model
@@ -139,7 +143,8 @@ def main(argv=None) -> int:
     url = f"http://127.0.0.1:{port}/"
     try:
         alone = run_alone(url, args.chars)
-        result = run_load(url, load_model(shipped_model(), device="cpu"), args.users, args.requests, args.chars)
+        result = run_load(url, load_model(shipped_model(), device="cpu"), args.users, args.requests, args.chars,
+                          args.same)
     finally:
         server.terminate()
         server.wait(timeout=30)

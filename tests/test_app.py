@@ -114,3 +114,83 @@ def test_a_visitor_who_leaves_mid_run_frees_the_row(app_url):
     while server.counts["cancelled"] == cancelled and time.time() < deadline:
         time.sleep(0.05)
     assert server.counts["cancelled"] == cancelled + 1 and server.load["running"] == 0
+
+
+def load_event(app_url) -> int:
+    """The page's load event that reads a link's query (the first load listener with a function of its own)."""
+    import httpx
+
+    config = httpx.get(f"{app_url}/config", timeout=30).json()
+    return next(d["id"] for d in config["dependencies"] if any(event == "load" for _, event in d["targets"])
+                and d.get("backend_fn") and d.get("trigger_after") is None)
+
+
+def open_link(app_url, fn_index: int, query: str) -> list:
+    """What the page's load event sends a browser opening the address with `query`: every message's outputs."""
+    import json
+    import uuid
+
+    import httpx
+
+    session = uuid.uuid4().hex
+    with httpx.Client(timeout=120) as http:
+        joined = http.post(f"{app_url}/gradio_api/queue/join?{query}", json={
+            "data": [], "fn_index": fn_index, "session_hash": session, "event_data": None, "trigger_id": None})
+        joined.raise_for_status()
+        outputs = []
+        with http.stream("GET", f"{app_url}/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") in ("process_generating", "process_completed"):
+                    assert message.get("success", True), message
+                    outputs.append(message["output"].get("data", []))
+                if message.get("msg") == "process_completed":
+                    return outputs
+    return outputs
+
+
+def test_thirty_visitors_asking_for_the_same_run_at_once_get_it_written_once(app_url, shipped):
+    import json
+    import time
+
+    import httpx
+
+    import app
+
+    server = app.demo.site.server
+    data = ["ROMEO:\nNay, but", 1200, 0.8, 0, 0.95, 2024]
+    expected = shipped.generate(data[0], DecodeSettings(*data[1:])).text
+    written = server.counts["written"]
+
+    def visitor(_):
+        started = time.perf_counter()
+        with httpx.Client(timeout=300) as http:
+            event = http.post(f"{app_url}/gradio_api/call/generate", json={"data": data}).json()["event_id"]
+            with http.stream("GET", f"{app_url}/gradio_api/call/generate/{event}") as stream:
+                lines = list(stream.iter_lines())
+        last = next(line for line in reversed(lines) if line.startswith("data:"))
+        return json.loads(last[5:])[0], time.perf_counter() - started
+
+    results = in_threads(visitor, range(30))
+    assert [text for text, _ in results] == [expected] * 30
+    assert server.counts["written"] == written + 1  # the decode loop wrote it once, for all thirty
+    assert max(seconds for _, seconds in results) < 120
+
+
+def test_thirty_visitors_opening_the_same_link_at_once_get_its_run_written_once(app_url, shipped):
+    from urllib.parse import quote
+
+    import app
+
+    server = app.demo.site.server
+    prompt, settings = "BRUTUS:\n", DecodeSettings(1000, 0.8, 0, 0.95, 2025)
+    expected = shipped.generate(prompt, settings).text
+    query = (f"prompt={quote(prompt)}&chars={settings.max_new_chars}&temperature=0.8&top_k=0&top_p=0.95"
+             f"&seed={settings.seed}")
+    fn_index, written = load_event(app_url), server.counts["written"]
+    results = in_threads(lambda _: open_link(app_url, fn_index, query), range(30))
+    for outputs in results:
+        assert any(expected in (value for value in data if isinstance(value, str)) for data in outputs), outputs[-1:]
+    assert server.counts["written"] == written + 1

@@ -22,11 +22,14 @@ def server():
     return app.demo.site.server
 
 
-def wait_writing(page, below: int = CHARS // 2) -> None:
-    """Until the status says the run is being written, with fewer than `below` characters so far."""
-    page.wait_for_function("below => { const s = document.querySelector('#status').innerText;"
-                           " const m = /Writing… ([\\d,]+)/.exec(s); return m && +m[1].replace(/,/g, '') < below; }",
-                           arg=below, timeout=60_000, polling=20)
+def wait_writing(page, prompt: str, below: int = CHARS // 2) -> None:
+    """Until the run of `prompt` is being written, with fewer than `below` characters so far."""
+    page.wait_for_function("([prompt, below]) => { const s = document.querySelector('#status').innerText;"
+                           " const t = document.querySelector('#generated-text textarea').value;"
+                           " const m = /Writing… ([\\d,]+)/.exec(s);"
+                           " return t.startsWith(prompt) && t.length > prompt.length && m"
+                           " && +m[1].replace(/,/g, '') < below; }",
+                           arg=[prompt, below], timeout=60_000, polling=20)
 
 
 def click_generate(page, prompt: str, seed: int, chars: int = CHARS) -> None:
@@ -45,7 +48,7 @@ def test_a_click_while_a_run_is_written_replaces_it(page, shipped):
     cancelled = server().counts["cancelled"]
     for prompt, seed in RUNS[:-1]:
         click_generate(page, prompt, seed)
-        wait_writing(page)  # the next click comes while this run is being written
+        wait_writing(page, prompt)  # the next click comes while this run is being written
     click_generate(page, *RUNS[-1])
     assert_shows(page, shipped.generate(RUNS[-1][0], settings(RUNS[-1][1])))
     assert server().counts["cancelled"] >= cancelled + 2  # the replaced runs left the decode loop
@@ -87,7 +90,7 @@ def test_a_link_opened_while_another_visitor_writes_its_run(open_page, shipped):
     writer = open_page()
     written = server().counts["written"]
     click_generate(writer, prompt, seed)
-    wait_writing(writer)
+    wait_writing(writer, prompt)
     query = f"?prompt={quote(prompt)}&chars={CHARS}&temperature=0.8&top_k=0&top_p=0.95&seed={seed}"
     reader = open_page(query)
     assert_shows(reader, trace)

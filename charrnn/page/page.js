@@ -195,10 +195,6 @@
   // The handlers of the page's events that run in the browser alone (js= in charrnn/page/*.py).
   const handlers = {
     drawFigures: () => { document.querySelector("#draw-figures").click(); },
-    // charrnn.page.replacing: cancel what the last click started, then start anew
-    restart: (name) => {
-      for (const part of ["stop", "start"]) document.querySelector(`#${name}-${part}`).click();
-    },
     // the link's address is the page's own (wherever it is served), with the query built in Python
     copyLink: (query) => {
       const url = location.origin + location.pathname + query;

@@ -21,6 +21,7 @@ from ..serving.server import WAIT_S, DecodeServer, ServerLimits
 from . import inputs, views
 from .share import ExportFolder
 
+MAX_PLACES = 10_000  # visitors' latest runs remembered (a few hundred bytes each), the least recent forgotten
 EXAMPLES = [
     ["ROMEO:\n", 300, 0.8, 0, 0.95, 1],
     ["First Citizen:\nBefore we proceed any further, hear me speak.\n\n", 400, 1.0, 0, 1.0, 7],
@@ -70,6 +71,7 @@ class Site:
         self.exports = ExportFolder()
         self.unit_summaries = BoundedCache(2 * self.models.size)  # ModelKey -> UnitSummary, read once per model
         self.being_written: dict[Recipe, object] = {}  # runs whose text is streaming -> their Job
+        self.latest = BoundedCache(MAX_PLACES)  # (session, place) -> the latest run asked for there (begin)
         self.changed = threading.Condition()
 
     def model(self, key):
@@ -94,6 +96,19 @@ class Site:
     def timescale(self, key) -> np.ndarray | None:
         """The memory timescales [layers, H] of a loaded model's units, None without an atlas."""
         return self.unit_summary(key).timescale
+
+    # ---- each visitor's latest run, per place on the page ----
+
+    def begin(self, place, runs) -> None:
+        """`runs` (a Recipe, or a tuple of them) are now the latest a visitor asked for at `place` (a session and
+        a part of the page, e.g. (session hash, "write")); None says there is none (another model was loaded). A
+        run that is no longer the latest at its place stops being streamed and drawn (is_latest), and its job is
+        let go (a job nobody holds leaves the decode loop at the next step)."""
+        if place is not None:
+            self.latest.put(place, runs)
+
+    def is_latest(self, place, runs) -> bool:
+        return place is None or self.latest.get(place) == runs
 
     @contextmanager
     def writing(self, recipe: Recipe, job):

@@ -22,7 +22,6 @@ from ..serving.runs import Recipe
 from ..serving.server import ServerBusy
 from ..vocab import visible_char
 from . import inputs
-from .replacing import Replacing
 from .site import Site
 from .views import STREAM_EVERY_S
 
@@ -58,6 +57,12 @@ class Comparison:
         return self.changed.forced[0][0] if self.changed.forced else None
 
 
+def place(request: gr.Request | None, part: str):
+    """Where a visitor's comparisons of one kind replace one another (Site.begin)."""
+    session = getattr(request, "session_hash", None)
+    return (session, part) if session else None
+
+
 def unit_mean(site: Site, key, layer: int, kind: str, unit: int) -> float:
     """A unit's mean over the model's reference text (the value "mean"), or InputError saying why there is none."""
     summary = site.unit_summary(key)
@@ -67,11 +72,13 @@ def unit_mean(site: Site, key, layer: int, kind: str, unit: int) -> float:
     return float(summary.mean[KINDS.index(kind), layer - 1, unit])
 
 
-def write_runs(site: Site, model, recipes: list[Recipe], title: str):
+def write_runs(site: Site, model, recipes: list[Recipe], title: str, place=None, latest=None):
     """Submit the recipes to the decode server together (so they are written in the same batch), wait for all of
     them and keep them in site.runs. A generator that yields while it waits: a visitor who leaves closes it, and
-    the runs are cancelled at the next step. Runs the site holds already (the run on the Write tab, usually the
-    original) are not written again."""
+    the runs are let go (cancelled at the next step when nobody else holds them); so does the visitor's next
+    comparison at the same `place`, which replaces `latest` (Site.begin). Runs the site holds already (the run on
+    the Write tab, usually the original) are not written again."""
+    site.begin(place, latest)
     recipes = [r for r in recipes if r != site.opening and not site.runs.has(r)]
     jobs = []
     try:
@@ -82,6 +89,8 @@ def write_runs(site: Site, model, recipes: list[Recipe], title: str):
             raise gr.Error(str(e), title=title) from None
         for job in jobs:
             while not job.wait(STREAM_EVERY_S):
+                if not site.is_latest(place, latest):
+                    return
                 yield
         for job in jobs:
             job.result()
@@ -255,7 +264,7 @@ class WhatifTab:
     # ---- the endpoints ----
 
     def intervene(self, prompt, max_new_chars, temperature, top_k, top_p, seed, layer, kind, unit, value, from_step,
-                  key):
+                  key, request: gr.Request):
         """Write the run as it is and with one unit forced at every step >= from_step; the API endpoint /intervene.
         Returns both texts (prompt included) and where they part."""
         model = self.site.model(key)
@@ -268,9 +277,9 @@ class WhatifTab:
             raise gr.Error(str(e), title=FORCE_TITLE) from None
         original = Recipe(key, prompt, settings)
         yield from self.compared_with(model, Comparison(original, replace(original, intervention=intervention)),
-                                      FORCE_TITLE)
+                                      FORCE_TITLE, place(request, "force"))
 
-    def branch_at(self, prompt, max_new_chars, temperature, top_k, top_p, seed, step, char, key):
+    def branch_at(self, prompt, max_new_chars, temperature, top_k, top_p, seed, step, char, key, request: gr.Request):
         """Write the run as it is and with `char` as generated character `step` (0 = the first written), every
         other draw kept; the API endpoint /branch. Returns both texts (prompt included) and where they part."""
         model = self.site.model(key)
@@ -282,19 +291,23 @@ class WhatifTab:
             raise gr.Error(str(e), title=BRANCH_TITLE) from None
         original = Recipe(key, prompt, settings)
         forced = branch_forcing(model, prompt, settings, step, char)
-        yield from self.compared_with(model, Comparison(original, replace(original, forced=forced)), BRANCH_TITLE)
+        yield from self.compared_with(model, Comparison(original, replace(original, forced=forced)), BRANCH_TITLE,
+                                      place(request, "branch"))
 
-    def compared_with(self, model, comparison: "Comparison", title: str):
-        """Both runs of a comparison written (a generator while they are), then (its result, itself)."""
-        for _ in write_runs(self.site, model, [comparison.original, comparison.changed], title):
+    def compared_with(self, model, comparison: "Comparison", title: str, where):
+        """Both runs of a comparison written (a generator while they are), then (its result, itself); nothing more
+        once the visitor's next comparison at the same place replaced it."""
+        for _ in write_runs(self.site, model, [comparison.original, comparison.changed], title, where, comparison):
             yield gr.skip(), gr.skip()
-        yield comparison_result(self.site, comparison), comparison
+        if self.site.is_latest(where, comparison):
+            yield comparison_result(self.site, comparison), comparison
 
-    def compare_runs(self, prompt, max_new_chars, seed, *settings_and_key):
+    def compare_runs(self, prompt, max_new_chars, seed, temperature_a, top_k_a, top_p_a, temperature_b, top_k_b,
+                     top_p_b, temperature_c, top_k_c, top_p_c, use_c, key, request: gr.Request):
         """The same prompt, length and seed under the settings A, B (and C when ticked), written together."""
-        *values, use_c, key = settings_and_key
         model = self.site.model(key)
-        rows = [values[0:3], values[3:6]] + ([values[6:9]] if use_c else [])
+        rows = [(temperature_a, top_k_a, top_p_a), (temperature_b, top_k_b, top_p_b)] + (
+            [(temperature_c, top_k_c, top_p_c)] if use_c else [])
         settings = []
         for name, (t, k, p) in zip("ABC", rows):
             try:
@@ -302,11 +315,27 @@ class WhatifTab:
             except inputs.InputError as e:
                 raise gr.Error(f"{name}: {e}", title=COMPARE_TITLE) from None
         recipes = tuple(Recipe(key, prompt, s) for s in settings)
-        for _ in write_runs(self.site, model, list(recipes), COMPARE_TITLE):
+        where = place(request, "compare")
+        for _ in write_runs(self.site, model, list(recipes), COMPARE_TITLE, where, recipes):
             yield gr.skip()
-        yield recipes
+        if self.site.is_latest(where, recipes):
+            yield recipes
 
-    def draw_compared(self, recipes):
+    def draw_forced(self, comparison, request: gr.Request):
+        return self.draw_latest(comparison, place(request, "force"))
+
+    def draw_branched(self, comparison, request: gr.Request):
+        return self.draw_latest(comparison, place(request, "branch"))
+
+    def draw_latest(self, comparison, where):
+        """The comparison's figures, unless the visitor's next comparison there has replaced it meanwhile."""
+        if comparison is None or not self.site.is_latest(where, comparison):
+            return gr.skip(), gr.skip(), gr.skip()
+        return draw_comparison(self.site, comparison)
+
+    def draw_compared(self, recipes, request: gr.Request):
+        if recipes is None or not self.site.is_latest(place(request, "compare"), recipes):
+            return gr.skip(), gr.skip()
         runs = [SettingsRun(r.settings, self.site.trace(r)) for r in recipes]
         return on_compute_thread(lambda: (wf.settings_html(runs), wf.settings_figure(runs)))()
 
@@ -342,31 +371,29 @@ class WhatifTab:
                                    js="(prompt) => charrnnPage.firstGeneratedStep(prompt)")
         self.unit_to_force.change(self.fill_unit, self.unit_to_force, [self.layer, self.kind, self.unit],
                                   api_visibility="private")
-        # Each button's click replaces the comparison its last click started (charrnn.page.replacing).
-        draw = dict(fn=lambda c: draw_comparison(self.site, c), api_visibility="private", show_progress="hidden")
+        # A click while a comparison is being written is not skipped (trigger_mode "multiple"): the new one replaces
+        # the visitor's comparison in progress there (write_runs), whose figures are not drawn.
+        private = dict(api_visibility="private", show_progress="hidden")
         force_status, force_aligned, force_figure, force_result = self.forced
-        force = Replacing(self.force, "force")
-        forcing = force.click(self.intervene, [*self.settings_in, self.layer, self.kind, self.unit, self.value,
-                                               self.from_step, self.model_key], [force_result, self.forced_shown],
-                              api_name="intervene", show_progress_on=[force_status, force_aligned],
-                              concurrency_limit=busy)
-        force.cancels(forcing, forcing.success(inputs=self.forced_shown,
-                                               outputs=[force_status, force_aligned, force_figure], **draw))
+        self.force.click(self.intervene, [*self.settings_in, self.layer, self.kind, self.unit, self.value,
+                                          self.from_step, self.model_key], [force_result, self.forced_shown],
+                         api_name="intervene", show_progress_on=[force_status, force_aligned], trigger_mode="multiple",
+                         concurrency_limit=busy
+                         ).success(self.draw_forced, self.forced_shown, [force_status, force_aligned, force_figure],
+                                   **private)
         branch_status, branch_aligned, branch_figure, branch_result = self.branched
-        branch = Replacing(self.branch, "branch")
-        branching = branch.click(self.branch_at, [*self.settings_in, self.step, self.branch_to, self.model_key],
-                                 [branch_result, self.branch_shown], api_name="branch",
-                                 show_progress_on=[branch_status, branch_aligned], concurrency_limit=busy)
-        branch.cancels(branching, branching.success(inputs=self.branch_shown,
-                                                    outputs=[branch_status, branch_aligned, branch_figure], **draw))
-        compare = Replacing(self.compare, "compare")
-        comparing = compare.click(self.compare_runs, [self.prompt, self.max_new_chars, self.seed,
-                                                      *self.compared_settings, self.use_c, self.model_key],
-                                  self.compared, api_visibility="private", show_progress_on=[self.compare_text],
-                                  concurrency_limit=busy)
-        compare.cancels(comparing, comparing.success(self.draw_compared, self.compared,
-                                                     [self.compare_text, self.compare_figure],
-                                                     api_visibility="private", show_progress="hidden"))
+        self.branch.click(self.branch_at, [*self.settings_in, self.step, self.branch_to, self.model_key],
+                          [branch_result, self.branch_shown], api_name="branch",
+                          show_progress_on=[branch_status, branch_aligned], trigger_mode="multiple",
+                          concurrency_limit=busy
+                          ).success(self.draw_branched, self.branch_shown,
+                                    [branch_status, branch_aligned, branch_figure], **private)
+        self.compare.click(self.compare_runs, [self.prompt, self.max_new_chars, self.seed, *self.compared_settings,
+                                               self.use_c, self.model_key], self.compared,
+                           api_visibility="private", show_progress_on=[self.compare_text], trigger_mode="multiple",
+                           concurrency_limit=busy
+                           ).success(self.draw_compared, self.compared, [self.compare_text, self.compare_figure],
+                                     **private)
 
 
 def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:

@@ -14,13 +14,18 @@ from ..models.loading import ModelLoadError
 from ..serving.runs import Recipe
 from ..serving.server import ServerBusy
 from . import inputs, share
-from .replacing import Replacing
 from .site import EXAMPLES, Site
 from .views import (STREAM_EVERY_S, View, all_figures, describe_model, earlier_summary, figures_in_turn, gate_figures,
                     summary, unit_view)
 from .whatif import branch_panel
 
 FIGURES = ("probabilities", "reset", "update", "saturation", "surprisal", "unit")  # as draw_out, after view, window
+
+
+def place(request: gr.Request | None):
+    """Where a visitor's runs on this tab replace one another (Site.begin): their session's, on the Write tab."""
+    session = getattr(request, "session_hash", None)
+    return (session, "write") if session else None
 
 
 def layer_choices(model):
@@ -142,13 +147,15 @@ class WriteTab:
 
     # ---- writing a run ----
 
-    def stream_run(self, key, model, values):
+    def stream_run(self, key, model, values, place=None):
         """Write a run through the decode server, streaming (text, status, recipe); InputError or ServerBusy
-        become a gr.Error."""
+        become a gr.Error. The run becomes the latest at `place` (Site.begin): once another replaces it there, its
+        stream stops with no further update, and its job is let go."""
         site = self.site
         try:
             settings = inputs.check_inputs(model, *values)
             run = Recipe(key, values[0], settings)
+            site.begin(place, run)
             kept = site.runs.text(run)  # written before, by anyone: the same recipe writes the same text
             if kept is not None:
                 yield kept, earlier_summary(len(kept) - len(values[0]), len(kept)), run
@@ -160,16 +167,21 @@ class WriteTab:
         with site.writing(run, job):  # the figures' event of the same click waits for it (draw_written)
             try:
                 while not job.wait(STREAM_EVERY_S):
+                    if not site.is_latest(place, run):
+                        return  # replaced by the visitor's next run
                     yield job.text, f"Writing… {job.written:,} characters", gr.skip()
                 job.result()
             finally:
-                job.cancel()  # a visitor who leaves mid-run frees the row at the next step
+                job.cancel()  # a visitor who leaves mid-run (or replaced it) frees the row at the next step
             site.runs.keep(run, job)
-        yield job.text, summary(job.written, len(job.text), time.perf_counter() - started, model), run
+        if site.is_latest(place, run):
+            yield job.text, summary(job.written, len(job.text), time.perf_counter() - started, model), run
 
-    def generate(self, prompt, max_new_chars, temperature, top_k, top_p, seed, key):
-        """Write after the prompt, streaming the text; the API endpoint /generate. The figures follow (draw)."""
-        yield from self.stream_run(key, self.site.model(key), (prompt, max_new_chars, temperature, top_k, top_p, seed))
+    def generate(self, prompt, max_new_chars, temperature, top_k, top_p, seed, key, request: gr.Request):
+        """Write after the prompt, streaming the text; the API endpoint /generate. The figures follow (draw). A
+        new run replaces the visitor's run in progress."""
+        yield from self.stream_run(key, self.site.model(key), (prompt, max_new_chars, temperature, top_k, top_p, seed),
+                                   place(request))
 
     def export_run(self, prompt, max_new_chars, temperature, top_k, top_p, seed, key):
         """The run these settings write, as a .npz file (charrnn.page.share); the API endpoint /export."""
@@ -180,10 +192,11 @@ class WriteTab:
 
     # ---- its figures ----
 
-    def draw(self, run, view, trace=None):
+    def draw(self, run, view, request: gr.Request, trace=None):
         """The figures of the visitor's last run (nothing before their first, e.g. a page opened without a link),
-        sent a few at a time: the browser draws the first while the server builds the next. The last update
-        changes nothing, so that Gradio's closing message does not send a figure again."""
+        sent a few at a time: the browser draws the first while the server builds the next; nothing more once
+        another run has replaced it. The last update changes nothing, so that Gradio's closing message does not
+        send a figure again."""
         nothing = (gr.skip(),) * len(self.draw_out)
         if run is None:
             yield nothing
@@ -191,12 +204,14 @@ class WriteTab:
         trace, view = trace or self.site.trace(run), replace(view, window=None)
         first = True
         for shown in figures_in_turn(trace, view, self.site.timescale(run.model)):
+            if not self.site.is_latest(place(request), run):
+                break
             yield ((view, gr.update(choices=window_choices(len(trace.text)), value=-1)) if first
                    else (gr.skip(), gr.skip())) + tuple(shown.get(name, gr.skip()) for name in FIGURES)
             first = False
         yield nothing
 
-    def draw_written(self, prompt, max_new_chars, temperature, top_k, top_p, seed, key, view):
+    def draw_written(self, prompt, max_new_chars, temperature, top_k, top_p, seed, key, view, request: gr.Request):
         """The figures of the run that Generate writes, started with it: drawn as soon as the run is written,
         not after the text has gone to the browser and a new event come back. Nothing when it is not written
         (generate says why)."""
@@ -211,7 +226,7 @@ class WriteTab:
         if trace is None:
             yield (gr.skip(),) * len(self.draw_out)
             return
-        yield from self.draw(run, view, trace)
+        yield from self.draw(run, view, request, trace)
 
     def redraw_gates(self, run, view, layer, order, max_units, pinned, window):
         trace = self.site.trace(run)
@@ -247,12 +262,13 @@ class WriteTab:
                 gr.update(choices=choices, value=1), gr.update(maximum=model.hidden_size - 1, value=0),
                 gr.update(maximum=max(16, model.hidden_size)), top_k_range)  # at most: more than there are is all
 
-    def load_model(self, source, revision):
+    def load_model(self, source, revision, request: gr.Request):
         try:
             key = inputs.model_key(source, revision)
             model = self.site.model(key)
         except (inputs.InputError, ModelLoadError) as e:
             raise gr.Error(f"{e}. The previous model stays in use.", title="Cannot load the model") from None
+        self.site.begin(place(request), None)  # a run of the previous model in progress stops here
         gr.Info(f"Loaded {key}")
         return self.model_controls(key, model)
 
@@ -269,7 +285,8 @@ class WriteTab:
         controls = (prompt, chars, temperature, top_p, seed, link.model_key.source, link.model_key.revision or "",
                     *self.model_controls(link.model_key, link.model, top_k))
         try:
-            for i, (text, status, run) in enumerate(self.stream_run(link.model_key, link.model, link.settings)):
+            runs = self.stream_run(link.model_key, link.model, link.settings, place(request))
+            for i, (text, status, run) in enumerate(runs):
                 yield *(controls if i == 0 else (gr.skip(),) * len(controls)), text, status, run
         except gr.Error as e:  # the page still opens, with the link's values in place
             gr.Warning(str(e), title="Cannot write the link's run")
@@ -300,20 +317,16 @@ class WriteTab:
         # and sends its figures from the trace. Gradio runs the events of one trigger one after the other, so the
         # figures' event has a trigger of its own, a hidden button the run's start presses first. Every visitor's
         # request reaches the decode server at once (it batches them); the server bounds how many it takes.
-        # A click replaces the run in progress (charrnn.page.replacing): the run's events, or the link's, are
-        # cancelled and the new run starts, with the controls as they are.
-        run = Replacing(self.run, "write")
-        run.click(None, None, None, js="() => charrnnPage.drawFigures()")
-        writing = run.click(self.generate, self.settings_in, [self.text, self.status, self.recipe],
-                            api_name="generate", show_progress="hidden", concurrency_limit=busy)
-        drawing = self.draw_figures.click(self.draw_written, [*self.settings_in, self.view], self.draw_out,
-                                          trigger_mode="always_last", concurrency_limit=busy, **private)
-        opening = gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the address
-            self.open_link, None, self.link_out, concurrency_limit=busy, **private)
-        drawing_opened = opening.success(self.draw, [self.recipe, self.view], self.draw_out, **private)
-        run.cancels(writing, drawing, opening, drawing_opened)
-        # another model replaces the run too (its text and figures would be the other model's)
-        self.load.click(None, None, None, cancels=[writing, drawing, opening, drawing_opened])
+        # A click while a run is being written is not skipped (trigger_mode "multiple"): the new run replaces the
+        # visitor's run in progress (Site.begin), whose stream and figures stop there.
+        self.run.click(None, js="() => charrnnPage.drawFigures()")
+        self.run.click(self.generate, self.settings_in, [self.text, self.status, self.recipe], api_name="generate",
+                       show_progress="hidden", trigger_mode="multiple", concurrency_limit=busy)
+        self.draw_figures.click(self.draw_written, [*self.settings_in, self.view], self.draw_out,
+                                trigger_mode="multiple", concurrency_limit=busy, **private)
+        gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the page's address
+            self.open_link, None, self.link_out, concurrency_limit=busy, **private
+        ).success(self.draw, [self.recipe, self.view], self.draw_out, **private)
         self.copy_link.click(self.link_to, self.recipe, self.link, api_visibility="private").then(
             None, self.link, self.link, js="(query) => charrnnPage.copyLink(query)")
         self.export.click(self.export_last, self.recipe, self.export_files, api_visibility="private")

@@ -171,9 +171,11 @@ class DecodeServer:
             self.loops[id(job.model)].remove(job.row)
             self.finish(job, error=JobCancelled("cancelled"))
         with self.lock:
-            for job in [j for j in self.waiting if j.cancelled]:
+            dropped = [j for j in self.waiting if j.cancelled]
+            for job in dropped:
                 self.waiting.remove(job)
-                self.finish(job, error=JobCancelled("cancelled"))
+        for job in dropped:
+            self.finish(job, error=JobCancelled("cancelled"))
 
     def admit(self) -> None:
         steps = sum(j.row.length for j in self.running)
