@@ -18,7 +18,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 # what plotly.py built for this very request.
 DRAWN = """(expected) => {
   const plot = id => document.querySelector(`#${id} .js-plotly-plot`);
-  const p = plot('probabilities'), r = plot('reset-gate'), u = plot('update-gate'), s = plot('saturation');
+  const p = plot('probabilities'), r = plot('heatmap-1'), u = plot('heatmap-2'), s = plot('saturation');
   const spans = id => Array.from(document.querySelectorAll(`#${id} .charrnn-text span`));
   const ready = document.querySelector('#generated-text textarea').value === expected.text
     && p && p._fullLayout && p.charrnnBars && p.charrnnBars.steps === expected.steps

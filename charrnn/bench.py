@@ -66,7 +66,7 @@ def naive_generate(model: CharRNN, prompt: str, settings: DecodeSettings, keep_t
             hidden = torch.stack(states).transpose(0, 1)
             values = torch.stack([hidden, *recompute_gates(StepWeights.of(model), tokens, hidden)], 2)
             build_trace(vocab=model.vocab, prompt_len=len(prompt), settings=settings, tokens=tokens,
-                        values=values.transpose(0, 1), logits=logits,
+                        values=values.transpose(0, 1), kinds=model.kinds, logits=logits,
                         filtered=torch.cat([probs_rows[: len(prompt) - 1], torch.stack(filtered_rows), probs_rows[-1:]]))
     return model.tokenizer.decode(ids)
 

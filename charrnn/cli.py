@@ -40,6 +40,7 @@ def build_parser(prog: str = "charrnn") -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run saved in --checkpoint-dir")
     t.add_argument("--checkpoint-dir", help="resumable state (default checkpoints/NAME)")
     t.add_argument("--save-dtype", default="float16", choices=["float32", "float16", "bfloat16"])
+    t.add_argument("--cell", default="gru", choices=["gru", "lstm"], help="the recurrent cell (default gru)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     b = commands.add_parser("train-bigram", help="train the bigram baseline of \"Let's build GPT\" on a text file")
@@ -113,14 +114,13 @@ def build_atlas_command(args) -> dict:
     from tqdm.auto import tqdm
 
     from .analysis.atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, read_reference_text, save_atlas
-    from .models.gru import CharRNN
-    from .models.loading import WEIGHTS_FILE
+    from .models.loading import WEIGHTS_FILE, load_model
     from .training.data import read_text, split
 
     folder = Path(args.model)
     if not folder.is_dir():
         raise ValueError(f"{args.model} is not a local model folder: an atlas is written next to the weights")
-    model = CharRNN.from_pretrained(folder, device=args.device, max_model_mb=math.inf)  # the user's own folder
+    model = load_model(folder, device=args.device, max_model_mb=math.inf)  # the user's own folder, GRU or LSTM
     if args.from_corpus:
         _, validation = split(read_text(args.from_corpus))  # never the training part
         with open(folder / REFERENCE_FILE, "w", encoding="utf-8", newline="") as f:
@@ -145,6 +145,7 @@ def run(args, argv, prog: str) -> None:
                      weight_decay=args.weight_decay, grad_clip=args.grad_clip, steps=args.steps,
                      epochs=args.epochs, eval_every=args.eval_every, seed=args.seed, device=args.device,
                      resume=args.resume, checkpoint_dir=args.checkpoint_dir, save_dtype=args.save_dtype,
+                     cell=args.cell,
                      command=f"{prog} " + shlex.join(argv), progress=not args.quiet)
         print(f"best validation loss {info['val_loss']:.4f} nats/char at step {info['best_step']}; "
               f"saved to {args.out}")

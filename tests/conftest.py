@@ -132,3 +132,11 @@ def open_page(browser, app_url):
 @pytest.fixture
 def page(open_page):
     return open_page()
+
+
+@pytest.fixture(scope="session")
+def shipped_lstm():
+    """The shipped 2 x 256 LSTM (weights/lstm-2x256)."""
+    from charrnn.models import CharLSTM
+
+    return CharLSTM.from_pretrained(ROOT / "weights" / "lstm-2x256", device="cpu")

@@ -64,3 +64,43 @@ def reference_start(model) -> tuple[str, torch.Tensor]:
     """The first START_CHARS characters of the shipped reference text and their stepwise values (computed once)."""
     text = REFERENCE_TEXT.read_text(encoding="utf-8")[:START_CHARS]
     return text, stepwise_values(model, text)
+
+
+@torch.no_grad()
+def lstm_step_equations(model, ids: list[int], *, new_chars: int = 0, intervention=None):
+    """The LSTM's counterpart of step_equations: i, f, g, o in nn.LSTM's order, c_t = f c + i g, h_t = o tanh(c_t),
+    in float64 from the zero state. Returns every token id, the values [5 (hidden h_t, cell c_t, input i_t,
+    forget f_t, output o_t), layers, T, H] and the logits [T, vocab]."""
+    ids = list(ids)
+    hidden = model.hidden_size
+    embedding = model.embedding.weight.detach().double()
+    head_w, head_b = model.head.weight.detach().double(), model.head.bias.detach().double()
+    params = [[getattr(model.lstm, f"{name}_l{k}").detach().double()
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(model.num_layers)]
+    h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
+    c = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
+    total = len(ids) + new_chars
+    out = torch.empty(5, model.num_layers, total, hidden, dtype=torch.float64)
+    logits = torch.empty(total, len(model.vocab), dtype=torch.float64)
+    prompt_len = len(ids)
+    with one_thread():
+        for t in range(total):
+            x = embedding[ids[t]]
+            for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
+                pre = (w_ih @ x + b_ih + w_hh @ h[k] + b_hh).view(4, hidden)
+                i, f, g, o = pre[0].sigmoid(), pre[1].sigmoid(), pre[2].tanh(), pre[3].sigmoid()
+                forced = intervention is not None and intervention.layer == k + 1 and t >= intervention.from_step
+                if forced and intervention.kind in ("input", "forget", "output"):
+                    {"input": i, "forget": f, "output": o}[intervention.kind][intervention.unit] = intervention.value
+                c[k] = f * c[k] + i * g
+                if forced and intervention.kind == "cell":
+                    c[k][intervention.unit] = intervention.value
+                h[k] = o * c[k].tanh()
+                if forced and intervention.kind == "hidden":
+                    h[k][intervention.unit] = intervention.value
+                out[:, k, t] = torch.stack([h[k], c[k], i, f, o])
+                x = h[k]
+            logits[t] = head_w @ x + head_b
+            if t >= prompt_len - 1 and len(ids) < total:
+                ids.append(int(logits[t].argmax()))
+    return ids, out, logits

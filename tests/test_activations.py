@@ -51,7 +51,7 @@ def test_hidden_only_pass_has_no_gates():
     model = make_tiny()
     values = read(model, "abc\ndef", gates=False)
     assert values.reset is None and values.update is None
-    with pytest.raises(ValueError, match="without gates"):
+    with pytest.raises(ValueError, match="kind must be one of hidden here, not .reset."):
         values.of("reset")
 
 

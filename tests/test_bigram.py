@@ -81,7 +81,7 @@ def test_evaluate_refuses_a_model_type_it_does_not_know_in_one_line(saved):
     (saved / "config.json").write_text(json.dumps({**config, "model_type": "transformer"}))
     result = run_cli("evaluate", "--model", str(saved), "--text", str(CORPUS), "--device", "cpu")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
-    assert "has model_type 'transformer'; charrnn loads model_type 'gru', 'bigram'" in result.stderr
+    assert "has model_type 'transformer'; charrnn loads model_type 'gru', 'lstm', 'bigram'" in result.stderr
 
 
 @pytest.mark.parametrize("vocab,message", [("", "needs a non-empty 'vocab' string"),

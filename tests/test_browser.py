@@ -34,14 +34,14 @@ def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bar
     assert page.locator("#generated-text textarea").input_value() == trace.text
     assert "Wrote 200 characters" in page.locator("#status").inner_text()
 
-    drawn = page.evaluate("""() => Object.fromEntries(['probabilities', 'reset-gate', 'update-gate', 'saturation']
+    drawn = page.evaluate("""() => Object.fromEntries(['probabilities', 'heatmap-1', 'heatmap-2', 'saturation']
         .map(id => { const g = document.querySelector(`#${id} .js-plotly-plot`);
           return [id, {bars: g.querySelectorAll('.barlayer .point path').length,
                        heatmaps: g.querySelectorAll('.heatmaplayer image').length,
                        points: g.querySelectorAll('.scatterlayer .point').length,
                        z: g._fullData[0].z ? g._fullData[0].z.length : 0}]; }))""")
     assert drawn["probabilities"]["bars"] == 24  # 12 raw + 12 filtered bars
-    for gate in ("reset-gate", "update-gate"):
+    for gate in ("heatmap-1", "heatmap-2"):
         assert drawn[gate]["heatmaps"] == 1 and drawn[gate]["z"] == 64
     assert drawn["saturation"]["points"] == 2 * 3 * 512
 
@@ -80,7 +80,7 @@ def test_generate_in_the_browser_draws_every_figure_and_the_slider_moves_the_bar
 def test_view_controls_redraw_from_the_stored_trace(page, shipped):
     generate(page, shipped, "ROMEO:\n", 60, 2)
     page.get_by_role("radio", name="layer 3").first.check()
-    page.wait_for_function("() => document.querySelector('#reset-gate .js-plotly-plot').layout.title.text"
+    page.wait_for_function("() => document.querySelector('#heatmap-1 .js-plotly-plot').layout.title.text"
                            ".includes('layer 3')", timeout=30_000)
     set_number(page, "Unit", 17)
     page.wait_for_function("() => document.querySelector('#unit-text').innerText.includes('unit 17')", timeout=30_000)

@@ -123,16 +123,16 @@ def test_export_offers_the_runs_files(open_page, shipped):
 
 def test_clicking_a_heatmap_row_names_the_unit(open_page):
     page = open_page()
-    plot = page.locator("#update-gate .js-plotly-plot")
+    plot = page.locator("#heatmap-2 .js-plotly-plot")
     plot.scroll_into_view_if_needed()
-    first_row = page.evaluate("() => document.querySelector('#update-gate .js-plotly-plot').data[0].y[0]")
+    first_row = page.evaluate("() => document.querySelector('#heatmap-2 .js-plotly-plot').data[0].y[0]")
     unit = re.search(r"L1 update (\d+)", first_row).group(1)
-    area = page.locator("#update-gate .nsewdrag").first.bounding_box()  # the heatmap's plot area
-    rows = len(page.evaluate("() => document.querySelector('#update-gate .js-plotly-plot').data[0].y"))
+    area = page.locator("#heatmap-2 .nsewdrag").first.bounding_box()  # the heatmap's plot area
+    rows = len(page.evaluate("() => document.querySelector('#heatmap-2 .js-plotly-plot').data[0].y"))
     x, y = area["x"] + area["width"] / 2, area["y"] + area["height"] / rows / 2
     page.mouse.move(x - 20, y + 20)
     page.mouse.move(x, y, steps=10)  # plotly clicks the point it hovers
-    page.wait_for_function("y => (document.querySelector('#update-gate .js-plotly-plot')._hoverdata || [])"
+    page.wait_for_function("y => (document.querySelector('#heatmap-2 .js-plotly-plot')._hoverdata || [])"
                            ".some(p => p.y === y)", arg=first_row, timeout=10_000)
     ARTIFACTS.mkdir(exist_ok=True)
     plot.screenshot(path=str(ARTIFACTS / "heatmap.png"))

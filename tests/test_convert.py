@@ -1,5 +1,6 @@
 """Bring your own char-RNN: a checkpoint of the usual PyTorch recipe converts with its weights kept exactly and
-writes what the original did; a pickle that would run code, an LSTM and malformed checkpoints are refused."""
+writes what the original did; a pickle that would run code, a plain RNN, a bidirectional network and malformed
+checkpoints are refused (LSTMs convert: tests/test_lstm.py)."""
 
 import json
 import os
@@ -148,18 +149,6 @@ def test_a_file_whose_loading_would_run_code_is_refused_without_running_it(tmp_p
     # The marker would be made if the file were loaded the unsafe way: the test's pickle does run code.
     pickle.loads(plain.read_bytes())
     assert marker.exists()
-
-
-def test_an_lstm_is_refused_by_name(tmp_path, capsys):
-    lstm = their_module(cell=nn.LSTM)
-    said = save(tmp_path, checkpoint_of(lstm, rnn_type="lstm"), "said.pt")
-    unsaid = save(tmp_path, checkpoint_of(lstm), "unsaid.pt")  # the config does not say; the shapes do
-    for path, how in ((said, "config 'rnn_type': 'lstm'"), (unsaid, "rnn.weight_hh_l0 is [96, 24]")):
-        code, out, err = convert_cli(capsys, path, tmp_path / "out")
-        assert code == 2 and err.count("\n") == 1
-        assert "is an LSTM" in err or "holds an LSTM" in err
-        assert how in err and "converts GRU char-RNNs only" in err
-    assert not (tmp_path / "out").exists()
 
 
 def without(d: dict, key) -> dict:

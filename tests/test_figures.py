@@ -185,10 +185,10 @@ def plot_bytes(value) -> int:
 
 def test_the_figures_of_2000_characters_stay_light(long):
     shown = pg.all_figures(long, pg.View())
-    sizes = {name: plot_bytes(value) for name, value in shown.items()}
+    sizes = {name: plot_bytes(value) for name, value in shown.items() if value is not None}  # a GRU: 2 heatmaps
     assert sum(sizes.values()) < 600_000, sizes
     assert sizes["surprisal"] < 12_000 and sizes["unit"] < 12_000  # a few bytes per character, not a span each
-    for name in ("reset", "update"):
+    for name in ("heatmap-1", "heatmap-2"):  # reset, update
         heatmap = shown[name].data[0]
         assert len(heatmap.x) * len(heatmap.y) <= figures.MAX_CELLS
 

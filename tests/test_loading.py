@@ -150,7 +150,7 @@ def test_a_second_model_type_registers_in_one_line_and_loads_through_its_constru
     with pytest.raises(ModelLoadError, match="is a 'toy' model .*, which CharRNN cannot load"):
         CharRNN.from_pretrained(folder)
     (folder / "config.json").write_text(json.dumps({"model_type": "tree", "vocab": "ab"}))
-    with pytest.raises(ModelLoadError, match="charrnn loads model_type 'gru', 'bigram', 'toy'"):
+    with pytest.raises(ModelLoadError, match="charrnn loads model_type 'gru', 'lstm', 'bigram', 'toy'"):
         load_model(folder)
 
 

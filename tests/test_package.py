@@ -65,7 +65,7 @@ def run_installed(built, *args, timeout=300):
 
 
 def test_the_wheel_carries_the_code_and_every_file_of_each_shipped_model(built):
-    assert {"tiny-shakespeare", "bigram"} <= set(SHIPPED_FOLDERS)
+    assert {"tiny-shakespeare", "gru-2x256", "lstm-2x256", "bigram"} <= set(SHIPPED_FOLDERS)
     with zipfile.ZipFile(built["wheel"]) as wheel:
         names = set(wheel.namelist())
     for path in checkout_files(ROOT / "charrnn"):

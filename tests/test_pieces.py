@@ -100,10 +100,10 @@ def test_select_units_reads_only_up_to_the_span_and_keeps_only_around_it(model):
         pieces = select_units(model, TEXT, start, end, threshold=0.0, pad=3, chunk_size=29, top=100)
         assert [(r["layer"], r["unit"]) for r in pieces["units"]] == [(r["layer"], r["unit"]) for r in whole["units"]]
         assert [r["score"] for r in pieces["units"]] == pytest.approx([r["score"] for r in whole["units"]], abs=1e-6)
-        window = Activations(max(0, start - 3), None, values.hidden[:, max(0, start - 3) : end + 3], None, None)
+        window = Activations(max(0, start - 3), None, values.values[:, :, max(0, start - 3) : end + 3], ("hidden",))
         assert select_units(model, TEXT, start, end, threshold=0.0, pad=3, values=window, top=100) == whole
     with pytest.raises(ValueError, match=r"cover \[199, 700\), not the selection and the characters around it"):
-        select_units(model, TEXT, 200, 207, pad=3, values=Activations(199, None, values.hidden[:, 199:], None, None))
+        select_units(model, TEXT, 200, 207, pad=3, values=Activations(199, None, values.values[:, :, 199:], ("hidden",)))
 
 
 def test_the_match_index_and_memory_gain_in_pieces_equal_one_piece(model):

@@ -60,7 +60,8 @@ def test_views_fit_smaller_models(shipped, tiny):
     fitted = view.fitted(trace)
     assert (fitted.layer, fitted.unit_layer, fitted.unit) == (2, 2, 15)  # the last of its two layers
     shown = pg.all_figures(trace, view)
-    assert set(shown) == {"probabilities", "reset", "update", "saturation", "surprisal", "unit"}
+    assert set(shown) == {"probabilities", "heatmap-1", "heatmap-2", "heatmap-3", "saturation", "surprisal", "unit"}
+    assert shown["heatmap-3"] is None and "reset gate" in shown["heatmap-1"].layout.title.text  # a GRU: two gates
 
 
 def test_the_page_runs_its_torch_work_on_one_thread_from_any_thread(shipped):

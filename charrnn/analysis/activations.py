@@ -1,9 +1,9 @@
-"""One pass over a text: every layer's hidden states, reset and update gates after each character.
+"""One pass over a text: every layer's states and gates after each character.
 
 "The value at offset i" is a unit's value after the model has read text[i], in one pass from the zero state
-with the state carried through the whole text. The states come from torch's own GRU, one layer at a time over
+with the state carried through the whole text. The states come from torch's own GRU or LSTM, one layer at a time over
 a whole piece of the text (far faster than stepping); the gates are then recomputed from those states in bulk
-(`charrnn.decoding.trace.recompute_gates`). Long texts are read in pieces that carry the state, so memory stays bounded:
+(`charrnn.decoding.trace.recompute_gates`, `recompute_lstm`). Long texts are read in pieces that carry the state, so memory stays bounded:
 all values of the 111,540-character reference text would take about 2 GB, one 1,024-character piece 19 MB.
 """
 
@@ -16,8 +16,8 @@ from typing import Generator, Iterator, TypeVar
 import torch
 
 from ..decoding.kernel import StepWeights
-from ..decoding.trace import Trace, recompute_gates
-from ..decoding.unit import KINDS, check_kind
+from ..decoding.trace import Trace, recompute_gates, recompute_lstm
+from ..decoding.unit import ALL_KINDS
 
 CHUNK_SIZE = 1024
 T = TypeVar("T")
@@ -29,35 +29,47 @@ class TextError(ValueError):
 
 @dataclass
 class Activations:
-    """Every layer's values after reading each character of text[start : start + T]; each tensor [layers, T, H]."""
+    """Every layer's values after reading each character of text[start : start + T]: `values` [kinds, layers, T, H],
+    one row for each of `kinds` (a GRU's hidden, reset, update; an LSTM's hidden, cell, input, forget, output; or
+    the states alone, read without gates)."""
 
     start: int
     tokens: torch.Tensor  # [T]
-    hidden: torch.Tensor
-    reset: torch.Tensor | None
-    update: torch.Tensor | None
+    values: torch.Tensor
+    kinds: tuple
 
     @classmethod
     def of_trace(cls, trace: Trace) -> "Activations":
         """The same values as recorded by a run (the page's trace), with no second pass."""
-        return cls(0, trace.tokens, trace.hidden, trace.reset_gate, trace.update_gate)
+        return cls(0, trace.tokens, trace.values, trace.kinds)
 
     def __len__(self) -> int:
-        return self.hidden.shape[1]
+        return self.values.shape[2]
 
     def of(self, kind: str) -> torch.Tensor:
-        values = getattr(self, check_kind(kind))
-        if values is None:
-            raise ValueError(f"these activations were read without gates; there is no {kind!r}")
-        return values
+        if kind not in self.kinds:
+            raise ValueError(f"kind must be one of {', '.join(self.kinds)} here, not {kind!r}" if kind in ALL_KINDS
+                             else f"kind must be one of {', '.join(self.kinds)}, not {kind!r}")
+        return self.values[self.kinds.index(kind)]
+
+    @property
+    def hidden(self) -> torch.Tensor:
+        return self.of("hidden")
+
+    def get(self, kind: str) -> torch.Tensor | None:
+        """The kind's values, None where these activations were read without it."""
+        return self.values[self.kinds.index(kind)] if kind in self.kinds else None
+
+    reset = property(lambda self: self.get("reset"))
+    update = property(lambda self: self.get("update"))
 
     def stacked(self) -> torch.Tensor:
-        """[kinds, layers, T, H] in the order of KINDS."""
-        return torch.stack([self.of(kind) for kind in KINDS])
+        """[kinds, layers, T, H] in the order of `kinds`."""
+        return self.values
 
     def columns(self) -> torch.Tensor:
         """[T, kinds * layers * H]: one column per unit, in (kind, layer, unit) order (as stacked() flattened)."""
-        return torch.stack([self.of(kind).transpose(0, 1) for kind in KINDS], dim=1).view(len(self), -1)
+        return self.values.permute(2, 0, 1, 3).reshape(len(self), -1)
 
 
 def run_steps(steps: Generator[object, None, T]) -> T:
@@ -110,22 +122,25 @@ def full_float32():
 
 
 def layer_parameters(model) -> list[list[torch.Tensor]]:
-    """Each layer's [W_ih, W_hh, b_ih, b_hh], the flat weights of a single-layer torch GRU."""
-    return [[getattr(model.gru, f"{name}_l{k}").detach() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    """Each layer's [W_ih, W_hh, b_ih, b_hh], the flat weights of a single-layer torch GRU or LSTM."""
+    return [[getattr(model.rnn, f"{name}_l{k}").detach() for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             for k in range(model.num_layers)]
 
 
 def chunks(model, text: str, *, gates: bool = True, chunk_size: int = CHUNK_SIZE,
            max_chars: int | None = None) -> Iterator[Activations]:
     """Read `text` from the zero state in pieces of `chunk_size` characters, carrying the state from piece to piece;
-    yield each piece's Activations (CPU tensors). gates=False skips the reset and update gates."""
+    yield each piece's Activations (CPU tensors): every kind of the model's cell, or with gates=False its state
+    alone (a GRU's hidden; an LSTM's hidden and cell)."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     tokens = encode(model, text, max_chars)
-    weights = StepWeights.of(model) if gates else None
+    weights = StepWeights.of(model)
     params = layer_parameters(model)
     embedding = model.embedding.weight.detach()
-    state = torch.zeros(model.num_layers, model.hidden_size, device=model.device)
+    lstm = model.CELL == "lstm"
+    kinds = model.kinds if gates else model.kinds[: weights.state_kinds]
+    state = torch.zeros(model.num_layers, weights.state_kinds, model.hidden_size, device=model.device)
     for start in range(0, len(tokens), chunk_size):
         # No torch mode or thread setting is held across the yield: the consumer runs in between.
         with torch.no_grad(), one_thread(), full_float32():
@@ -133,26 +148,31 @@ def chunks(model, text: str, *, gates: bool = True, chunk_size: int = CHUNK_SIZE
             x = embedding[ids]
             hidden = []
             for k in range(model.num_layers):
-                out, _ = torch._VF.gru(x[None], state[k, None, None].contiguous(), params[k], True, 1, 0.0,
-                                       False, False, True)
+                if lstm:
+                    out, *_ = torch._VF.lstm(x[None], (state[k, 0, None, None].contiguous(),
+                                                       state[k, 1, None, None].contiguous()),
+                                             params[k], True, 1, 0.0, False, False, True)
+                else:
+                    out, _ = torch._VF.gru(x[None], state[k, 0, None, None].contiguous(), params[k], True, 1, 0.0,
+                                           False, False, True)
                 x = out[0]
                 hidden.append(x)
             hidden = torch.stack(hidden)
-            reset = update = None
-            if gates:
-                reset, update = recompute_gates(weights, ids, hidden, initial=state)
-                reset, update = reset.cpu(), update.cpu()
-            state = hidden[:, -1].clone()
-        yield Activations(start, ids.cpu(), hidden.cpu(), reset, update)
+            if lstm:
+                values = recompute_lstm(weights, ids, hidden, initial=state)
+            elif gates:
+                values = torch.stack([hidden, *recompute_gates(weights, ids, hidden, initial=state[:, 0])])
+            else:
+                values = hidden[None]
+            state = values[: weights.state_kinds, :, -1].transpose(0, 1).clone()
+            values = values[: len(kinds)]
+        yield Activations(start, ids.cpu(), values.cpu(), kinds)
 
 
 def read(model, text: str, *, gates: bool = True, chunk_size: int = CHUNK_SIZE,
          max_chars: int | None = None) -> Activations:
-    """All of `text`'s activations at once (memory: 3 x layers x hidden x 4 bytes per character with gates,
-    18 KB per character for the shipped 3 x 512 model; read long texts with `chunks`)."""
+    """All of `text`'s activations at once (memory: kinds x layers x hidden x 4 bytes per character, 18 KB per
+    character for the shipped 3 x 512 GRU; read long texts with `chunks`)."""
     pieces = list(chunks(model, text, gates=gates, chunk_size=chunk_size, max_chars=max_chars))
-
-    def joined(name):
-        return None if getattr(pieces[0], name) is None else torch.cat([getattr(p, name) for p in pieces], dim=-2)
-
-    return Activations(0, torch.cat([p.tokens for p in pieces]), joined("hidden"), joined("reset"), joined("update"))
+    return Activations(0, torch.cat([p.tokens for p in pieces]), torch.cat([p.values for p in pieces], dim=2),
+                       pieces[0].kinds)

@@ -2,7 +2,7 @@
 
 A model folder may ship a reference text (reference.txt; for the shipped model the validation split of Tiny
 Shakespeare). The atlas reads it once from the zero state, carrying the state (charrnn.analysis.activations), and keeps
-for every layer, kind (hidden, reset, update) and unit:
+for every layer, kind (a GRU's hidden, reset, update; an LSTM's hidden, cell, input, forget, output) and unit:
 
 - its mean and standard deviation, and a histogram over fixed bins ([-1, 1] for h_t, [0, 1] for the gates);
 - its top and bottom contexts: the text is cut into blocks of BLOCK characters from offset 0, each block's
@@ -11,8 +11,8 @@ for every layer, kind (hidden, reset, update) and unit:
   for display);
 - its Pearson r with each built-in signal (charrnn.analysis.signals) that varies over the text;
 
-and per layer the mean reset and update gate over the units after each character (for charrnn.analysis.contexts). The
-memory timescale of a unit position is 1 / (1 - its mean update gate). Everything is gathered piece by piece,
+and per layer each gate's mean over the units after each character (for charrnn.analysis.contexts). The
+memory timescale of a unit position is 1 / (1 - its mean update gate), an LSTM's 1 / (1 - its mean forget gate). Everything is gathered piece by piece,
 so memory stays bounded however long the text.
 
 The file, atlas.safetensors next to the weights, records what it was built from (a fingerprint of the weights,
@@ -34,7 +34,7 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ..decoding.unit import KIND_RANGES, KINDS, Unit
+from ..decoding.unit import GRU_KINDS, KIND_RANGES, MEMORY_GATE, Unit, gates_of
 from . import activations, signals
 from .activations import run_steps
 from .units import Correlation, Moments, timescales
@@ -69,8 +69,9 @@ class Atlas:
     bottom_windows: torch.Tensor
     signal_names: list[str]
     signal_r: torch.Tensor  # [signals, kinds, layers, H] (NaN where r is undefined)
-    gate_means: torch.Tensor  # [2 (reset, update), layers, T]: mean over a layer's units after each character
+    gate_means: torch.Tensor  # [gates, layers, T]: each gate's mean over a layer's units after each character
     meta: dict = field(default_factory=dict)
+    kinds: tuple = GRU_KINDS  # the cell's kinds, in the order of the first axis
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -80,11 +81,11 @@ class Atlas:
     @property
     def timescale(self) -> np.ndarray:
         """[layers, H]: 1 / (1 - mean z_t) of each unit position over the reference text."""
-        return timescales(self.mean[KINDS.index("update")].double().numpy())
+        return timescales(self.mean[self.kinds.index(MEMORY_GATE[self.kinds])].double().numpy())
 
     def gate_mean(self, kind: str) -> torch.Tensor:
-        """[layers, T] mean reset or update gate over each layer's units after each character."""
-        return self.gate_means[("reset", "update").index(kind)]
+        """[layers, T] mean of one gate over each layer's units after each character."""
+        return self.gate_means[gates_of(self.kinds).index(kind)]
 
 
 def edges(kind: str) -> np.ndarray:
@@ -158,13 +159,13 @@ class Histograms:
     """Counts of every unit's values over BINS equal bins of its kind's range: bin i holds [edges[i], edges[i + 1]),
     the last bin also its upper edge (as numpy.histogram, up to float32 rounding right at an edge)."""
 
-    def __init__(self, layers: int, hidden: int):
-        self.per_kind = layers * hidden
-        self.counts = torch.zeros(len(KINDS) * self.per_kind, BINS, dtype=torch.long)
+    def __init__(self, kinds: tuple, layers: int, hidden: int):
+        self.kinds, self.per_kind = kinds, layers * hidden
+        self.counts = torch.zeros(len(kinds) * self.per_kind, BINS, dtype=torch.long)
 
     def add(self, values: torch.Tensor) -> None:
         """values [Tc, units], the units in (kind, layer, unit) order."""
-        for k, kind in enumerate(KINDS):
+        for k, kind in enumerate(self.kinds):
             columns = slice(k * self.per_kind, (k + 1) * self.per_kind)
             low, high = KIND_RANGES[kind]
             bins = ((values[:, columns] - low) * (BINS / (high - low))).floor_().clamp_(0, BINS - 1).long()
@@ -234,13 +235,14 @@ class Gathered:
     contexts, and each layer's mean gates after each character."""
 
     def __init__(self, model, found: dict[str, np.ndarray]):
-        self.shape = (len(KINDS), model.num_layers, model.hidden_size)
+        self.kinds = model.kinds
+        self.shape = (len(self.kinds), model.num_layers, model.hidden_size)
         units = math.prod(self.shape)
         self.signal_names = list(found)
         self.correlation = Correlation(np.stack(list(found.values()))) if found else None
         self.moments = self.correlation.moments if found else Moments()
         self.top, self.bottom = Extremes(units, 1), Extremes(units, -1)
-        self.histograms = Histograms(model.num_layers, model.hidden_size)
+        self.histograms = Histograms(self.kinds, model.num_layers, model.hidden_size)
         self.gate_means = []
 
     def add(self, piece, values: torch.Tensor, padded: torch.Tensor) -> None:
@@ -252,7 +254,7 @@ class Gathered:
         self.histograms.add(values)
         self.top.add(piece.start, values, padded)
         self.bottom.add(piece.start, values, padded)
-        self.gate_means.append(torch.stack([piece.reset.mean(-1), piece.update.mean(-1)]))
+        self.gate_means.append(torch.stack([piece.of(gate).mean(-1) for gate in gates_of(self.kinds)]))
 
     def atlas(self, model, text: str, meta: dict) -> Atlas:
         shape = self.shape
@@ -266,6 +268,7 @@ class Gathered:
             top_offsets=top_offsets, top_values=top_values, top_windows=top_windows,
             bottom_offsets=bottom_offsets, bottom_values=bottom_values, bottom_windows=bottom_windows,
             signal_names=self.signal_names, signal_r=signal_r, gate_means=torch.cat(self.gate_means, dim=-1).float(),
+            kinds=self.kinds,
             meta=meta)
 
 
@@ -274,7 +277,7 @@ def atlas_meta(model, text: str, model_file: str | Path | None, began: float) ->
     meta = {
         "format": FORMAT, "version": str(VERSION), "model_sha256": weights_fingerprint(model),
         "text_sha256": text_sha256(text), "text_chars": str(len(text)), "vocab": model.vocab,
-        "layers": str(model.num_layers), "hidden_size": str(model.hidden_size), "kinds": ",".join(KINDS),
+        "layers": str(model.num_layers), "hidden_size": str(model.hidden_size), "kinds": ",".join(model.kinds),
         "bins": str(BINS), "block": str(BLOCK), "top_k": str(TOP_K), "before": str(BEFORE), "after": str(AFTER),
         "torch": torch.__version__, "build_seconds": f"{time.perf_counter() - began:.1f}",
     }
@@ -287,19 +290,19 @@ def atlas_meta(model, text: str, model_file: str | Path | None, began: float) ->
 # ---- the file ----
 
 
-def windows_to_int8(windows: torch.Tensor) -> torch.Tensor:
+def windows_to_int8(windows: torch.Tensor, kinds: tuple) -> torch.Tensor:
     """[kinds, ...] float windows -> int8: each kind's range onto -127..127, NaN (outside the text) as -128."""
     out = []
-    for k, kind in enumerate(KINDS):
+    for k, kind in enumerate(kinds):
         low, high = KIND_RANGES[kind]
         q = torch.round((windows[k] - low) / (high - low) * 254 - 127).clamp(-127, 127)
         out.append(torch.where(torch.isnan(windows[k]), -128, q).to(torch.int8))
     return torch.stack(out)
 
 
-def windows_from_int8(codes: torch.Tensor) -> torch.Tensor:
+def windows_from_int8(codes: torch.Tensor, kinds: tuple) -> torch.Tensor:
     out = []
-    for k, kind in enumerate(KINDS):
+    for k, kind in enumerate(kinds):
         low, high = KIND_RANGES[kind]
         values = (codes[k].float() + 127) / 254 * (high - low) + low
         out.append(torch.where(codes[k] == -128, math.nan, values))
@@ -313,8 +316,8 @@ TENSORS = ("mean", "std", "histogram", "top_offsets", "top_values", "bottom_offs
 def save_atlas(atlas: Atlas, path: str | Path) -> Path:
     """Write the atlas (without its text, which stays in reference.txt; its hash is recorded)."""
     tensors = {name: getattr(atlas, name).contiguous() for name in TENSORS}
-    tensors["top_windows"] = windows_to_int8(atlas.top_windows)
-    tensors["bottom_windows"] = windows_to_int8(atlas.bottom_windows)
+    tensors["top_windows"] = windows_to_int8(atlas.top_windows, atlas.kinds)
+    tensors["bottom_windows"] = windows_to_int8(atlas.bottom_windows, atlas.kinds)
     meta = {**atlas.meta, "signals": json.dumps(atlas.signal_names)}
     safetensors.torch.save_file(tensors, str(path), metadata=meta)
     return Path(path)
@@ -347,8 +350,9 @@ def load_atlas(path: str | Path, model, text: str) -> Atlas:
     missing = [name for name in (*TENSORS, "top_windows", "bottom_windows") if name not in tensors]
     if missing:
         raise AtlasError(f"{path} lacks {', '.join(missing)}: {rebuild}")
-    return Atlas(text=text, top_windows=windows_from_int8(tensors.pop("top_windows")),
-                 bottom_windows=windows_from_int8(tensors.pop("bottom_windows")),
+    kinds = tuple(meta.get("kinds", ",".join(GRU_KINDS)).split(","))
+    return Atlas(text=text, top_windows=windows_from_int8(tensors.pop("top_windows"), kinds),
+                 bottom_windows=windows_from_int8(tensors.pop("bottom_windows"), kinds), kinds=kinds,
                  signal_names=json.loads(meta["signals"]), meta=meta, **{n: tensors[n] for n in TENSORS})
 
 
@@ -396,7 +400,7 @@ def atlas_for(model, folder: str | Path, *, build: bool = True) -> Atlas:
 
 def check_unit(atlas: Atlas, layer: int, kind: str, unit: int) -> None:
     """UnitError (a ValueError) naming what is allowed, for a unit the atlas does not have."""
-    Unit(layer, kind, unit).check(*atlas.shape)
+    Unit(layer, kind, unit).check(*atlas.shape, atlas.kinds)
 
 
 def context_entry(text: str, offset: int, value: float, window: torch.Tensor) -> dict:
@@ -416,7 +420,7 @@ def unit_profile(atlas: Atlas, layer: int, kind: str, unit: int, *, model=None, 
     for a last-layer hidden unit when `model` is given, the characters it pushes up and down (its column of the
     output layer, head.weight[:, unit])."""
     check_unit(atlas, layer, kind, unit)
-    k, l = KINDS.index(kind), layer - 1
+    k, l = atlas.kinds.index(kind), layer - 1
 
     def contexts(offsets, values, windows):
         return [context_entry(atlas.text, int(o), float(v), w)

@@ -14,7 +14,7 @@ from typing import Generator
 import numpy as np
 import torch
 
-from ..decoding.unit import KINDS, Unit
+from ..decoding.unit import GRU_KINDS, Unit
 from . import activations, signals
 from .activations import Activations, run_steps
 
@@ -91,14 +91,14 @@ class Correlation:
         return r.numpy()
 
 
-def ranked(r: np.ndarray, top: int) -> list[dict]:
+def ranked(r: np.ndarray, top: int, kinds: tuple = GRU_KINDS) -> list[dict]:
     """The `top` units [kinds, layers, H] with the largest |r|, best first (ties: kind, layer, unit order); units
     whose r is undefined are left out."""
     flat = r.reshape(-1)
     kept = np.flatnonzero(~np.isnan(flat))
     order = kept[np.argsort(-np.abs(flat[kept]), kind="stable")][:top]
-    kinds, layers, hidden = r.shape
-    return [{"layer": int(i // hidden % layers) + 1, "kind": KINDS[i // (hidden * layers)], "unit": int(i % hidden),
+    _, layers, hidden = r.shape
+    return [{"layer": int(i // hidden % layers) + 1, "kind": kinds[i // (hidden * layers)], "unit": int(i % hidden),
              "r": float(flat[i])} for i in order]
 
 
@@ -144,8 +144,8 @@ def find_units_steps(model, text: str, pattern: str, *, top: int = TOP_UNITS, ma
         for piece in pieces:
             correlation.add_columns(piece.columns(), piece.start)
             yield
-        r = correlation.r()[0].reshape(len(KINDS), model.num_layers, model.hidden_size)
-        return {"signal": name, "description": description, "chars": len(text), "units": ranked(r, top),
+        r = correlation.r()[0].reshape(len(model.kinds), model.num_layers, model.hidden_size)
+        return {"signal": name, "description": description, "chars": len(text), "units": ranked(r, top, model.kinds),
                 "undefined": int(np.isnan(r).sum())}
 
     return steps()

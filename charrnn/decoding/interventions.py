@@ -1,4 +1,5 @@
-"""Interventions: force one unit of one layer (its hidden state, reset gate or update gate) from a step on.
+"""Interventions: force one unit of one layer (its hidden state, or a GRU's reset or update gate, or an LSTM's cell state
+or input, forget or output gate) from a step on.
 
 Finding a unit that correlates with something is a hypothesis; forcing it and watching the text change tests
 it. An Intervention is applied inside the one decode loop (through the `forces` of charrnn.decoding.kernel's
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .unit import KIND_NAMES, KIND_RANGES, Unit, UnitError
+from .unit import GRU_KINDS, KIND_NAMES, KIND_RANGES, Unit, UnitError
+
+REACH = {"hidden": "what the tanh can reach", "cell": "the range charrnn shows and forces an LSTM's cell state in"}
 
 
 class InterventionError(UnitError):
@@ -37,10 +40,10 @@ class Intervention:
     value: float
     from_step: int = 0
 
-    def check(self, num_layers: int, hidden_size: int) -> "Intervention":
-        """Self, or InterventionError naming what is wrong and what is allowed for this model."""
+    def check(self, num_layers: int, hidden_size: int, kinds=GRU_KINDS) -> "Intervention":
+        """Self, or InterventionError naming what is wrong and what is allowed for this model (its cell's kinds)."""
         try:
-            self.target.check(num_layers, hidden_size)
+            self.target.check(num_layers, hidden_size, kinds)
         except UnitError as e:
             raise InterventionError(str(e)) from None
         if isinstance(self.from_step, bool) or not isinstance(self.from_step, int) or self.from_step < 0:
@@ -49,8 +52,7 @@ class Intervention:
         if isinstance(self.value, bool) or not isinstance(self.value, (int, float)) or not math.isfinite(self.value) \
                 or not low <= self.value <= high:
             raise InterventionError(f"a forced {KIND_NAMES[self.kind]} must be a number from {low:g} to {high:g} "
-                                    f"(what the {'tanh' if self.kind == 'hidden' else 'sigmoid'} can reach), "
-                                    f"not {self.value!r}")
+                                    f"({REACH.get(self.kind, 'what the sigmoid can reach')}), not {self.value!r}")
         return self
 
     @property

@@ -1,10 +1,10 @@
-"""The step's equations: the GRU cell (gru_update) and the model's weights arranged for stepping many rows at once
-(StepWeights, with the StepScratch a step writes into). Decoding, interventions and the gate pass all go through
-gru_update, so the equations live here once.
+"""The step's equations: the GRU cell (gru_update) and the LSTM cell (lstm_update), and the model's weights arranged
+for stepping many rows at once (StepWeights, with the StepScratch a step writes into). Decoding, interventions and
+the gate pass all go through these two functions, so the equations live here once.
 
-A step records, for every layer and row, each kind of value the layer computes (charrnn.decoding.unit.KINDS:
-the new state h_t, the reset gate r_t, the update gate z_t) as it computes them: a record [layers, kinds, rows, H],
-its kind 0 the states the next step reads."""
+A step records, for every layer and row, each kind of value the layer computes (charrnn.decoding.unit: a GRU's
+h_t, r_t, z_t; an LSTM's h_t, c_t, i_t, f_t, o_t) as it computes them: a record [layers, kinds, rows, H], whose
+first STATE_KINDS kinds (h_t; an LSTM's h_t and c_t) are the state the next step reads."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from .layout import Layout, Matrix
+from .unit import GRU_KINDS, LSTM_KINDS
+
+STATE_KINDS = {"gru": 1, "lstm": 2}  # the record's first kinds that are the cell's state
+KINDS_OF = {"gru": GRU_KINDS, "lstm": LSTM_KINDS}
 
 
 def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: torch.Tensor | None = None,
@@ -49,6 +53,47 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h_prev: torch.Tensor, out: to
     return reset_gate, update_gate, h
 
 
+def lstm_update(gi: torch.Tensor, gh: torch.Tensor, c_prev: torch.Tensor, out: torch.Tensor | None = None,
+                forces=()):
+    """The LSTM equations, exactly as torch.nn.LSTM computes them.
+
+    gi = W_ih x_t + b_ih and gh = W_hh h_{t-1} + b_hh, each [rows, 4H] in nn.LSTM's order (i, f, g, o):
+    i_t = sigmoid(.), f_t = sigmoid(.), g_t = tanh(.), o_t = sigmoid(.), c_t = f_t c_{t-1} + i_t g_t and
+    h_t = o_t tanh(c_t). Writes (h_t, c_t, i_t, f_t, o_t) into `out` [5, rows, H] (a fresh tensor when None) and
+    returns it. A forced gate replaces i_t, f_t or o_t before it is used; a forced cell unit replaces c_t before
+    h_t is computed from it (the next step sees it too); a forced hidden unit replaces h_t after the update.
+    """
+    rows, hidden = c_prev.shape[-2], c_prev.shape[-1]
+    out = torch.empty(5, rows, hidden, dtype=gi.dtype, device=gi.device) if out is None else out
+    summed = torch.add(gi, gh).view(rows, 4, hidden)
+    h, c, input_gate, forget_gate, output_gate = out.unbind()
+    torch.sigmoid(summed[:, 0], out=input_gate)
+    torch.sigmoid(summed[:, 1], out=forget_gate)
+    torch.sigmoid(summed[:, 3], out=output_gate)
+    candidate = summed[:, 2].tanh()
+    gates = {"input": input_gate, "forget": forget_gate, "output": output_gate}
+    for force in forces:
+        if force.kind in gates:
+            gates[force.kind].index_put_((force.rows, force.units), force.values)
+    torch.addcmul(torch.mul(forget_gate, c_prev), input_gate, candidate, out=c)
+    for force in forces:
+        if force.kind == "cell":
+            c.index_put_((force.rows, force.units), force.values)
+    torch.mul(output_gate, c.tanh(), out=h)
+    for force in forces:
+        if force.kind == "hidden":
+            h.index_put_((force.rows, force.units), force.values)
+    return out
+
+
+def cell_step(cell: str, gi, gh, state: torch.Tensor, record: torch.Tensor, forces=()) -> None:
+    """One layer's step of the cell: state [STATE_KINDS, rows, H] read, record [kinds, rows, H] written."""
+    if cell == "gru":
+        gru_update(gi, gh, state[0], out=record[0], gates_out=record[1:], forces=forces)
+    else:
+        lstm_update(gi, gh, state[1], out=record, forces=forces)
+
+
 @dataclass
 class StepWeights:
     """The model's weights arranged for decoding and for the batched gate pass.
@@ -63,15 +108,28 @@ class StepWeights:
     w_hh: list  # per layer a Matrix [3H, H]
     stacked_hh: tuple  # (every layer's W_hh [layers, 3H, H], b_hh [layers, 3H]), for the "stacked" layouts
     head: Matrix  # [vocab, H]
-    kinds: int = 3  # values a layer records per unit and step: h_t, r_t, z_t
+    cell: str = "gru"
+
+    @property
+    def kind_names(self) -> tuple:
+        """What a layer records per unit and step: a GRU's h_t, r_t, z_t; an LSTM's h_t, c_t, i_t, f_t, o_t."""
+        return KINDS_OF[self.cell]
+
+    @property
+    def kinds(self) -> int:
+        return len(self.kind_names)
+
+    @property
+    def state_kinds(self) -> int:
+        return STATE_KINDS[self.cell]
 
     @classmethod
     def of(cls, model) -> "StepWeights":
-        gru = model.gru
+        rnn = model.rnn
         layers = range(model.num_layers)
 
         def param(name):
-            return getattr(gru, name).detach()
+            return getattr(rnn, name).detach()
 
         with torch.no_grad():
             w_hh = torch.stack([param(f"weight_hh_l{k}") for k in layers])
@@ -82,6 +140,7 @@ class StepWeights:
                 w_hh=[Matrix(w_hh[k], b_hh[k]) for k in layers],
                 stacked_hh=(w_hh, b_hh),
                 head=Matrix(model.head.weight.detach(), model.head.bias.detach()),
+                cell=model.CELL,
             )
 
     @property
@@ -93,39 +152,46 @@ class StepWeights:
     # ---- one decode step for several rows ----
 
     def scratch(self, layout: Layout, rows: int, device) -> "StepScratch":
-        return StepScratch.empty(self.shape, self.kinds, layout.padded_rows(rows), device)
+        layers, hidden, vocab = self.shape
+        padded = layout.padded_rows(rows)
+        gates = self.input_proj.shape[1]
+        return StepScratch(torch.empty(layers, padded, gates, device=device), torch.empty(padded, gates, device=device),
+                           torch.zeros(layers, self.kinds, padded, hidden, device=device),
+                           torch.empty(padded, vocab, device=device), self.state_kinds)
 
-    def step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor, scratch: "StepScratch", forces=None,
+    def step(self, layout: Layout, tokens: torch.Tensor, state: torch.Tensor, scratch: "StepScratch", forces=None,
              record: torch.Tensor | None = None, logits_out: torch.Tensor | None = None):
-        """Read one character per row (tokens [R]) in state h [layers, R, H], R = layout.padded_rows(...): write
-        what every layer computes into `record` [layers, kinds, R, H] (its kind 0, the new states) and the
-        next-character logits into logits_out [R, vocab] (by default scratch.record, updating the state scratch.h
-        in place, and scratch.logits). Each row's result depends on its own token and state only (the layout is
-        batch-invariant). `forces` maps a 0-based layer to the Forces (charrnn.decoding.interventions) applied in it
-        at this step. Returns (the new states [layers, R, H], the logits)."""
+        """Read one character per row (tokens [R]) in `state` [layers, state_kinds, R, H] (h_{t-1}; an LSTM's
+        h_{t-1} and c_{t-1}), R = layout.padded_rows(...): write what every layer computes into `record`
+        [layers, kinds, R, H] (its first state_kinds kinds, the new state) and the next-character logits into
+        logits_out [R, vocab] (by default scratch.record, updating scratch.state in place, and scratch.logits).
+        Each row's result depends on its own token and state only (the layout is batch-invariant). `forces` maps a
+        0-based layer to the Forces (charrnn.decoding.interventions) applied in it at this step. Returns (the new
+        state, the logits)."""
         record = scratch.record if record is None else record
         logits_out = scratch.logits if logits_out is None else logits_out
-        layers = h.shape[0]
-        layout.hidden_products(h, self.w_hh, self.stacked_hh, out=scratch.gh)
+        layers = state.shape[0]
+        layout.hidden_products(state[:, 0], self.w_hh, self.stacked_hh, out=scratch.gh)
         for layer in range(layers):
             if layer == 0:
                 gi = torch.index_select(self.input_proj, 0, tokens, out=scratch.gi)
             else:
                 gi = layout.product(record[layer - 1, 0], self.w_ih[layer], out=scratch.gi)
-            gru_update(gi, scratch.gh[layer], h[layer], out=record[layer, 0], gates_out=record[layer, 1:],
-                       forces=forces.get(layer, ()) if forces else ())
+            cell_step(self.cell, gi, scratch.gh[layer], state[layer], record[layer],
+                      forces.get(layer, ()) if forces else ())
         layout.product(record[-1, 0], self.head, out=logits_out)
-        return record[:, 0], logits_out
+        return record[:, : self.state_kinds], logits_out
 
-    def run_step(self, layout: Layout, tokens: torch.Tensor, h: torch.Tensor):
-        """One step for len(tokens) rows, padded as the layout pads them; returns copies of (h, logits)."""
+    def run_step(self, layout: Layout, tokens: torch.Tensor, state: torch.Tensor):
+        """One step for len(tokens) rows (state [layers, state_kinds, rows, H]), padded as the layout pads them;
+        returns copies of (the new state, the logits)."""
         rows = tokens.shape[0]
         scratch = self.scratch(layout, rows, tokens.device)
         padded = scratch.logits.shape[0]
         tokens = torch.cat([tokens, tokens.new_zeros(padded - rows)])
-        h = torch.cat([h, h.new_zeros(h.shape[0], padded - rows, h.shape[2])], dim=1)
-        state, logits = self.step(layout, tokens, h, scratch)
-        return state[:, :rows].clone(), logits[:rows].clone()
+        state = torch.cat([state, state.new_zeros(*state.shape[:2], padded - rows, state.shape[3])], dim=2)
+        state, logits = self.step(layout, tokens, state, scratch)
+        return state[:, :, :rows].clone(), logits[:rows].clone()
 
     # ---- every step of a recorded run at once (the gate pass) ----
 
@@ -144,18 +210,13 @@ class StepWeights:
 class StepScratch:
     """What one decode step writes, for a fixed number of (padded) rows; reused step after step."""
 
-    gh: torch.Tensor  # [layers, R, 3H]
-    gi: torch.Tensor  # [R, 3H]
+    gh: torch.Tensor  # [layers, R, gates * H]
+    gi: torch.Tensor  # [R, gates * H]
     record: torch.Tensor  # [layers, kinds, R, H]
     logits: torch.Tensor  # [R, vocab]
+    state_kinds: int = 1
 
     @property
-    def h(self) -> torch.Tensor:
-        """The states of the last step it recorded, [layers, R, H]."""
-        return self.record[:, 0]
-
-    @classmethod
-    def empty(cls, shape: tuple[int, int, int], kinds: int, rows: int, device) -> "StepScratch":
-        layers, hidden, vocab = shape
-        return cls(torch.empty(layers, rows, 3 * hidden, device=device), torch.empty(rows, 3 * hidden, device=device),
-                   torch.zeros(layers, kinds, rows, hidden, device=device), torch.empty(rows, vocab, device=device))
+    def state(self) -> torch.Tensor:
+        """The state the last step recorded, [layers, state_kinds, R, H]."""
+        return self.record[:, : self.state_kinds]

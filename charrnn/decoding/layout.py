@@ -304,11 +304,12 @@ REFERENCE = Layout("addmm", 2, 2)  # every product on exactly two rows: torch's 
 
 
 def random_rows(weights, rows: int, device, seed: int):
+    """Tokens [rows] and states [layers, state_kinds, rows, H] to step from."""
     layers, hidden, vocab = weights.shape
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab, (rows,), generator=generator).to(device)
-    h = (torch.rand(layers, rows, hidden, generator=generator) * 2 - 1).to(device)
-    return tokens, h
+    state = (torch.rand(layers, weights.state_kinds, rows, hidden, generator=generator) * 2 - 1).to(device)
+    return tokens, state
 
 
 CHECKS = (1, 2, 3, 8, 9, 16, 17, 33)
@@ -324,8 +325,8 @@ def probe(weights, layout: Layout, device, checks=CHECKS):
         for rows in checks:
             for position in sorted({0, rows // 2, rows - 1}):
                 order = torch.arange(rows, device=device).roll(position)  # the probe (row 0) lands at `position`
-                state, logits = weights.run_step(layout, tokens[order], h[:, order])
-                results.append((state[:, position], logits[position]))
+                state, logits = weights.run_step(layout, tokens[order], h[:, :, order])
+                results.append((state[:, :, position], logits[position]))
     return results
 
 

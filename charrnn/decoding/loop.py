@@ -85,6 +85,7 @@ class Row:
         with torch.no_grad():  # outside inference mode, so the trace holds ordinary tensors its users may modify
             return build_trace(vocab=model.vocab, prompt_len=self.prompt_len, settings=self.request.settings,
                                tokens=torch.tensor(self.tokens, device=self.values.device), values=self.values,
+                               kinds=weights.kind_names,
                                logits=self.logits, filtered=self.filtered, intervention=self.request.intervention)
 
 
@@ -103,10 +104,12 @@ class Batch:
         self.rows = rows
         padded = layout.padded_rows(len(rows))
         self.scratch = weights.scratch(layout, len(rows), device)
-        self.start = torch.zeros(layers, padded, hidden, device=device)  # the state before the batch's first step
-        for i, row in enumerate(rows):  # a row's state is what it recorded last
+        self.state_kinds = weights.state_kinds
+        # the state before the batch's first step: each row's is what it recorded last
+        self.start = torch.zeros(layers, self.state_kinds, padded, hidden, device=device)
+        for i, row in enumerate(rows):
             if row.t:
-                self.start[:, i] = row.values[row.t - 1, :, 0]
+                self.start[:, :, i] = row.values[row.t - 1, :, : self.state_kinds]
         self.history = torch.empty(self.WINDOW, layers, weights.kinds, padded, hidden, device=device)
         self.logits = torch.empty(self.WINDOW, padded, vocab, device=device)
         self.filtered = torch.empty(self.WINDOW, len(rows), vocab, device=device)
@@ -134,7 +137,7 @@ class Batch:
                             for row, draw in zip(self.rows, draws)])
 
     def state(self) -> torch.Tensor:
-        return self.history[(self.steps - 1) % self.WINDOW, :, 0] if self.steps else self.start
+        return self.history[(self.steps - 1) % self.WINDOW, :, : self.state_kinds] if self.steps else self.start
 
     def flush(self) -> None:
         """Copy the steps not yet copied into each row's records (the window starts over after a full one)."""
@@ -214,7 +217,7 @@ class DecodeLoop:
 def check_request(model, request: DecodeRequest) -> None:
     """ValueError naming what is wrong with an intervention or a forced character for this model."""
     if request.intervention is not None:
-        request.intervention.check(model.num_layers, model.hidden_size)
+        request.intervention.check(model.num_layers, model.hidden_size, model.kinds)
     for index, token in request.forced:
         if not 0 <= index < request.settings.max_new_chars:
             raise ValueError(f"a forced character's position must be from 0 to {request.settings.max_new_chars - 1} "
@@ -257,7 +260,7 @@ class Record:
 class GraphDecoder:
     """`chunk_size` decode steps captured in one CUDA graph, for one model and one set of filter settings.
 
-    Step i reads the character step i - 1 wrote (the first reads `token`) in the state kept in scratch.h; the
+    Step i reads the character step i - 1 wrote (the first reads `token`) in the state kept in scratch.state; the
     graph ends by carrying its last character over into `token`, so the next replay continues where this one
     stopped.
     """
@@ -283,7 +286,7 @@ class GraphDecoder:
     def read(self, token: torch.Tensor, record: Record, t: int, noise: torch.Tensor | None = None,
              sample_out: torch.Tensor | None = None):
         """One step reading `token` into position t of `record`; given a noise row, also sample into sample_out."""
-        h, logits = self.weights.step(self.layout, token, self.scratch.h, self.scratch)
+        _, logits = self.weights.step(self.layout, token, self.scratch.state, self.scratch)
         record.values[t] = self.scratch.record[:, :, 0]
         record.logits[t] = logits[0]
         filtered = filter_probs(logits, self.settings, out=record.filtered[t : t + 1])
@@ -300,7 +303,7 @@ class GraphDecoder:
 
 def decode_cuda_graph(decoder: GraphDecoder, record: Record, prompt_len: int, noise: torch.Tensor, chunk_size: int):
     """The prompt eagerly, then the generated part as graph replays; yields each chunk's token ids."""
-    decoder.scratch.h.zero_()
+    decoder.scratch.state.zero_()
     for t in range(prompt_len - 1):
         decoder.read(record.tokens[t : t + 1], record, t)
     decoder.token.copy_(record.tokens[prompt_len - 1 : prompt_len])
@@ -404,6 +407,7 @@ def stream(model, prompt: str, settings: DecodeSettings | None = None, *, on_unk
         with torch.no_grad():
             trace = build_trace(vocab=model.vocab, prompt_len=len(ids), settings=settings,
                                 tokens=record.tokens[:length], values=record.values[:length],
+                                kinds=weights.kind_names,
                                 logits=record.logits[:length], filtered=record.filtered[:length])
         yield DecodeUpdate(trace.text, trace)
         return

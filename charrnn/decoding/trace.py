@@ -22,13 +22,28 @@ class Trace:
     tokens: torch.Tensor  # [T] token ids of text
     probs: torch.Tensor  # [T, vocab] softmax at temperature 1
     filtered: torch.Tensor  # [T, vocab] after temperature/top-k/top-p: what was sampled from
-    reset_gate: torch.Tensor  # [layers, T, hidden]
-    update_gate: torch.Tensor  # [layers, T, hidden]
-    hidden: torch.Tensor  # [layers, T, hidden]
+    values: torch.Tensor  # [kinds, layers, T, hidden]: each kind of value every layer computed after each step
+    kinds: tuple  # the cell's (charrnn.decoding.unit): GRU_KINDS or LSTM_KINDS
     vocab: str
     settings: DecodeSettings
     device: str
     intervention: object = None  # the charrnn.interventions.Intervention applied in this run, if any
+
+    def of(self, kind: str) -> torch.Tensor:
+        """[layers, T, hidden] of one kind of value (charrnn.decoding.unit.check_kind's spelling)."""
+        if kind not in self.kinds:
+            raise ValueError(f"kind must be one of {', '.join(self.kinds)} for this model, not {kind!r}")
+        return self.values[self.kinds.index(kind)]
+
+    # Each kind by its name, as the library's users read them (a GRU's hidden, reset_gate, update_gate; an LSTM's
+    # hidden, cell, input_gate, forget_gate, output_gate).
+    hidden = property(lambda self: self.of("hidden"))
+    reset_gate = property(lambda self: self.of("reset"))
+    update_gate = property(lambda self: self.of("update"))
+    cell = property(lambda self: self.of("cell"))
+    input_gate = property(lambda self: self.of("input"))
+    forget_gate = property(lambda self: self.of("forget"))
+    output_gate = property(lambda self: self.of("output"))
 
     @property
     def generated(self) -> str:
@@ -66,14 +81,14 @@ def recompute_gates(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Te
 
 
 def build_trace(*, vocab: str, prompt_len: int, settings: DecodeSettings, tokens: torch.Tensor,
-                values: torch.Tensor, logits: torch.Tensor, filtered: torch.Tensor, intervention=None) -> Trace:
+                values: torch.Tensor, kinds: tuple, logits: torch.Tensor, filtered: torch.Tensor,
+                intervention=None) -> Trace:
     """Assemble the Trace from what the decode loop recorded: tokens [T], values [T, layers, kinds, H] (each layer's
-    h_t, r_t and z_t as the step computed them, forced units included), logits and filtered [T, vocab]. The
+    values of each kind as the step computed them, forced units included), logits and filtered [T, vocab]. The
     result's tensors are on the CPU."""
     device = tokens.device
-    hidden, reset_gate, update_gate = values.permute(2, 1, 0, 3)  # each [layers, T, H]
     parts = dict(tokens=tokens, probs=torch.softmax(logits, -1), filtered=filtered,
-                 reset_gate=reset_gate, update_gate=update_gate, hidden=hidden)
+                 values=values.permute(2, 1, 0, 3))  # [kinds, layers, T, H]
     if device.type == "cuda":
         # Pinned, asynchronous copies and one wait for all of them: no synchronising copy per tensor.
         host = {k: torch.empty(v.shape, dtype=v.dtype, pin_memory=True) for k, v in parts.items()}
@@ -86,7 +101,33 @@ def build_trace(*, vocab: str, prompt_len: int, settings: DecodeSettings, tokens
     else:
         parts = {k: v.clone(memory_format=torch.contiguous_format) for k, v in parts.items()}
     return Trace(text="".join(vocab[i] for i in parts["tokens"].tolist()), prompt_len=prompt_len, vocab=vocab,
-                 settings=settings, device=str(device), intervention=intervention, **parts)
+                 settings=settings, device=str(device), intervention=intervention, kinds=tuple(kinds), **parts)
+
+
+def recompute_lstm(weights: StepWeights, tokens: torch.Tensor, hidden: torch.Tensor,
+                   initial: torch.Tensor | None = None) -> torch.Tensor:
+    """An LSTM's values of every layer at every step, from its recorded states h_t alone: [5 (h_t, c_t, i_t, f_t,
+    o_t), layers, T, H]. `initial` [layers, 2, H] is the (h, c) before the first step (zero when None). The gates
+    come in one batched pass per layer, as recompute_gates's; c_t = f_t c_{t-1} + i_t g_t then runs along the
+    steps (elementwise only)."""
+    layers, steps, size = hidden.shape
+    out = torch.empty(5, layers, steps, size, dtype=hidden.dtype, device=hidden.device)
+    out[0] = hidden
+    for layer in range(layers):
+        h0 = torch.zeros_like(hidden[layer, :1]) if initial is None else initial[layer, 0, None]
+        c = torch.zeros_like(hidden[layer, 0]) if initial is None else initial[layer, 1]
+        h_prev = torch.cat([h0, hidden[layer, :-1]])
+        summed = (weights.input_gates(layer, tokens, hidden[layer - 1] if layer else None)
+                  + weights.hidden_gates(layer, h_prev)).view(steps, 4, size)
+        torch.sigmoid(summed[:, 0], out=out[2, layer])
+        torch.sigmoid(summed[:, 1], out=out[3, layer])
+        torch.sigmoid(summed[:, 3], out=out[4, layer])
+        update = out[2, layer] * summed[:, 2].tanh()  # i_t g_t
+        forget = out[3, layer]
+        cells = out[1, layer]
+        for t in range(steps):
+            c = torch.addcmul(update[t], forget[t], c, out=cells[t])
+    return out
 
 
 def saturation(gate: torch.Tensor, low: float = 0.1, high: float = 0.9):

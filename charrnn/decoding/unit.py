@@ -1,8 +1,8 @@
 """A unit: one position of one layer, and the kind of value read there (its hidden state or one of its gates).
 
 Every part of charrnn names a unit the same way: `Unit(layer, kind, index)` with layers counted from 1, written
-and read as "L3 hidden 99". The kinds are the values a layer's step computes (KIND_NAMES), each within the range
-its nonlinearity reaches (KIND_RANGES).
+and read as "L3 hidden 99". The kinds are the values a layer's step computes (a GRU's GRU_KINDS, an LSTM's
+LSTM_KINDS; KIND_NAMES), each within the range its nonlinearity reaches (KIND_RANGES).
 """
 
 from __future__ import annotations
@@ -10,9 +10,25 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-KINDS = ("hidden", "reset", "update")  # a GRU's: h_t, r_t, z_t
-KIND_NAMES = {"hidden": "hidden state h_t", "reset": "reset gate r_t", "update": "update gate z_t"}
-KIND_RANGES = {"hidden": (-1.0, 1.0), "reset": (0.0, 1.0), "update": (0.0, 1.0)}  # what tanh and sigmoid reach
+GRU_KINDS = ("hidden", "reset", "update")  # h_t, r_t, z_t
+LSTM_KINDS = ("hidden", "cell", "input", "forget", "output")  # h_t, c_t, i_t, f_t, o_t
+KINDS = GRU_KINDS  # the shipped model's
+ALL_KINDS = ("hidden", "reset", "update", "cell", "input", "forget", "output")
+KIND_NAMES = {"hidden": "hidden state h_t", "reset": "reset gate r_t", "update": "update gate z_t",
+              "cell": "cell state c_t", "input": "input gate i_t", "forget": "forget gate f_t",
+              "output": "output gate o_t"}
+# What tanh and sigmoid reach; an LSTM's cell state is unbounded, and shown (and forced) within +-20 (the shipped
+# LSTM's passes 20 at 0.2 % of its units and steps over the first 3,000
+# characters of its reference text, 10 at 1.3 %).
+KIND_RANGES = {"hidden": (-1.0, 1.0), "reset": (0.0, 1.0), "update": (0.0, 1.0), "cell": (-20.0, 20.0),
+               "input": (0.0, 1.0), "forget": (0.0, 1.0), "output": (0.0, 1.0)}
+# The gate whose mean m over a text gives a unit's memory timescale 1 / (1 - m): near 1 it keeps the old state.
+MEMORY_GATE = {GRU_KINDS: "update", LSTM_KINDS: "forget"}
+
+
+def gates_of(kinds) -> tuple:
+    """The gates among a cell's kinds (its states left out)."""
+    return tuple(kind for kind in kinds if kind not in ("hidden", "cell"))
 
 # "L3 hidden 99"; "L3 hidden u99" and "L3 u99 hidden" (older names) are read too.
 NAME = re.compile(r"^\s*L(\d{1,4})\s+(?:([a-z]+)\s+u?(\d{1,6})|u(\d{1,6})\s+([a-z]+))\s*$", re.IGNORECASE)
@@ -47,7 +63,7 @@ class Unit(NamedTuple):
         return f"L{self.layer} {self.kind} {self.index}"
 
     @classmethod
-    def parse(cls, name, kinds=KINDS) -> "Unit":
+    def parse(cls, name, kinds=ALL_KINDS) -> "Unit":
         """The unit a name like "L3 hidden 99" names, or UnitError."""
         match = NAME.match(name) if isinstance(name, str) and len(name) <= MAX_NAME_CHARS else None
         if match is None:

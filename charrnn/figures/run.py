@@ -25,12 +25,11 @@ from plotly.subplots import make_subplots
 
 from ..analysis.units import order_units, unit_labels
 from ..decoding.trace import Trace, saturation
-from ..decoding.unit import KIND_RANGES, Unit
+from ..decoding.unit import KIND_NAMES, KIND_RANGES, Unit, gates_of
 from ..vocab import visible_char
 
 KEPT, CUT, TAKEN = "#4c78a8", "#cfd4dc", "#f58518"
 MAX_CELLS = 100_000  # per heatmap: plotly stays responsive up to about this many cells
-GATES = {"reset": "reset gate r_t", "update": "update gate z_t", "hidden": "hidden state h_t"}
 LAYER_COLORS = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#b279a2", "#72b7b2"]
 # One small template instead of plotly's default, which would add ~10 kB to every figure sent to the page.
 TEMPLATE = go.layout.Template(layout=dict(
@@ -39,8 +38,8 @@ TEMPLATE = go.layout.Template(layout=dict(
 
 
 def gate_values(trace: Trace, kind: str) -> torch.Tensor:
-    """[layers, T, H] of the reset gates, update gates or hidden states."""
-    return {"reset": trace.reset_gate, "update": trace.update_gate, "hidden": trace.hidden}[kind]
+    """[layers, T, H] of one kind of value: a gate, or a state."""
+    return trace.of(kind)
 
 
 def checked_layer(trace: Trace, layer: int) -> int:
@@ -290,7 +289,7 @@ def gate_figure(trace: Trace, kind: str, layer: int, order: str = "variance", ma
         template=TEMPLATE, height=170 + rows_px * len(units),
         margin=dict(l=150, r=150 if order == "signal" else 30, t=110, b=50),
         # under the label Gradio puts over the plot's top left corner, above the colour bar
-        title=dict(text=f"{GATES[kind]}, layer {layer} <span style='font-size:12px;color:#666'>({picked})</span>",
+        title=dict(text=f"{KIND_NAMES[kind]}, layer {layer} <span style='font-size:12px;color:#666'>({picked})</span>",
                    x=0.01, y=1.0, yref="container", yanchor="top", pad=dict(t=38)),
         xaxis=dict(type="category", title="step: character read (hover for the step)", tickangle=0,
                    tickmode="array", tickvals=[x[i] for i in tickvals], ticktext=ticktext),
@@ -346,9 +345,10 @@ def message_figure(message: str, height: int = 160) -> go.Figure:
 def saturation_figure(trace: Trace, low: float = 0.1, high: float = 0.9) -> go.Figure:
     """Each unit's fraction of steps left-saturated (< low) against right-saturated (> high), per gate and layer,
     as in Karpathy, Johnson & Fei-Fei (2015), "Visualizing and Understanding Recurrent Networks", fig. 3."""
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("reset gate r_t", "update gate z_t"),
+    gates = gates_of(trace.kinds)
+    figure = make_subplots(rows=1, cols=len(gates), subplot_titles=[KIND_NAMES[gate] for gate in gates],
                            horizontal_spacing=0.08)
-    for col, kind in ((1, "reset"), (2, "update")):
+    for col, kind in enumerate(gates, start=1):
         left, right = saturation(gate_values(trace, kind), low, high)
         for layer in range(left.shape[0]):
             figure.add_trace(go.Scatter(
@@ -418,9 +418,9 @@ def activation_html(trace: Trace, kind: str, layer: int, unit: int) -> str:
     """The text coloured by one unit's (layer from 1) reset gate, update gate or hidden state after reading each
     character (blue below the middle of its range, red above); hovering a character shows the value."""
     values = gate_values(trace, kind)
-    Unit(layer, kind, unit).check(values.shape[0], values.shape[2])
+    Unit(layer, kind, unit).check(values.shape[0], values.shape[2], trace.kinds)
     low, high = KIND_RANGES[kind]
-    legend = (f"Layer {layer}, unit {unit}, {GATES[kind]} after reading each character: "
+    legend = (f"Layer {layer}, unit {unit}, {KIND_NAMES[kind]} after reading each character: "
               f"<span style='background:rgba(76,120,168,.9);color:white'>&nbsp;{low:g}&nbsp;</span> … "
               f"<span style='background:rgba(228,87,86,.9);color:white'>&nbsp;{high:g}&nbsp;</span>")
     return coded_text_html(trace, quantise(values[layer - 1, :, unit].numpy(), low, high), legend, kind="value",

@@ -228,3 +228,54 @@ def memory_gain_html(text: str, rows: list[dict], saturate_at: float = 3.0) -> s
               f"{stats['gru']:.2f}, bigram {stats['bigram']:.2f}, gain {stats['gain']:.2f} nats/char; the GRU did "
               f"better on {stats['helped']:.0%} of the characters.")
     return text_html(text, colors, titles, legend)
+
+
+def comparison_html(result: dict, saturate_at: float = 3.0) -> str:
+    """compare_models' answer as HTML: its means, the text coloured by the difference at each character (blue where
+    model A found it less surprising than model B, red where more; full colour at `saturate_at` nats; the hover
+    title gives both), the characters where they disagree most, and the unit matching."""
+    text, rows, (a, b) = result["text"], result["rows"], (result["model_a"], result["model_b"])
+    if len(rows) != len(text) - 1 or any(r["char"] != c for r, c in zip(rows, text[1:])):
+        raise ValueError("the rows are not those of this text: pass compare_models' whole answer")
+    colors, titles = ["transparent"], [f"step 0 {visible_char(text[0])!r}: first character, no prediction"]
+    for t, row in enumerate(rows, start=1):
+        difference = row["b"] - row["a"]
+        r, g, bl = HELPED if difference >= 0 else HURT
+        colors.append(f"rgba({r},{g},{bl},{min(1.0, abs(difference) / saturate_at):.2f})")
+        titles.append(f"step {t} {visible_char(row['char'])!r}: A {row['a']:.2f} nats, B {row['b']:.2f} nats, "
+                      f"B − A {difference:+.2f}")
+    s = result["summary"]
+    legend = (f"A is <b>{html.escape(a)}</b>, B is <b>{html.escape(b)}</b>. "
+              f"<span style='background:rgba({','.join(map(str, HELPED))},.8);color:white'>&nbsp;blue&nbsp;</span>: "
+              f"A found the character less surprising than B; <span style='background:rgba({','.join(map(str, HURT))},"
+              f".8);color:white'>&nbsp;red&nbsp;</span>: more (full colour at {saturate_at:g} nats). Mean: A "
+              f"{s['a']:.3f}, B {s['b']:.3f} nats/char (B − A {s['difference']:+.3f}); A did better on "
+              f"{s['a_better']:.0%} of the characters, B on {s['b_better']:.0%}.")
+    return text_html(text, colors, titles, legend) + disagreements_html(result) + unit_matches_html(result)
+
+
+def disagreements_html(result: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{d['offset']:,}</td><td style='{MONO}'>{html.escape(visible_char_run(d['context']))}"
+        f"<b style='outline:1px solid #222'>{html.escape(visible_char(d['char']))}</b></td>"
+        f"<td>{d['a']:.2f}</td><td>{d['b']:.2f}</td><td>{d['difference']:+.2f}</td></tr>"
+        for d in result["disagreements"])
+    return ("<h4>Where they disagree most</h4><table class='charrnn-disagreements'><tr><th>offset</th>"
+            "<th>context and character</th><th>A (nats)</th><th>B (nats)</th><th>B − A</th></tr>" + rows + "</table>")
+
+
+def unit_matches_html(result: dict) -> str:
+    if not result["units"]:
+        return f"<p>Units: {html.escape(result['units_over'])}.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(m['signal'])}</td><td>{html.escape(m['a']['unit'])} (r {m['a']['r']:+.2f})</td>"
+        f"<td>{html.escape(m['b']['unit'])} (r {m['b']['r']:+.2f})</td>"
+        f"<td>{html.escape(m['b_tracking_a']['unit'])} (r {m['b_tracking_a']['r']:+.2f})</td></tr>"
+        for m in result["units"])
+    return (f"<h4>Units that follow the built-in signals, over {html.escape(result['units_over'])}</h4>"
+            "<table class='charrnn-unit-matches'><tr><th>signal</th><th>A's unit that follows it most</th>"
+            "<th>B's unit that follows it most</th><th>B's unit that tracks A's most</th></tr>" + rows + "</table>")
+
+
+def visible_char_run(text: str) -> str:
+    return "".join(visible_char(c) for c in text)

@@ -34,7 +34,7 @@ class HubModel(
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "expected_tensors" in vars(cls):  # a concrete model class, not a mixin between
+        if "MODEL_TYPE" in vars(cls):  # a concrete model class, not a base between
             register_model_class(cls.MODEL_TYPE, cls)
 
     @property

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..decoding.kernel import StepScratch
+from ..decoding.unit import GRU_KINDS
 from ..vocab import Vocab
 from .base import HubModel
 from .config import ConfigError
@@ -127,20 +128,26 @@ class BigramStep:
     no state (zero layers), so the same loop, filter and sampling write with it as with the GRU."""
 
     table: torch.Tensor  # [vocab, vocab]
-    kinds: int = 3  # the record's kinds, as a GRU's (of zero layers: nothing is recorded)
+    kind_names: tuple = GRU_KINDS  # the record's kinds, as a GRU's (of zero layers: nothing is recorded)
+    kinds: int = 3
 
     @property
     def shape(self) -> tuple[int, int, int]:
         return 0, 0, self.table.shape[0]
 
+    state_kinds: int = 1
+
     def scratch(self, layout, rows: int, device) -> StepScratch:
-        return StepScratch.empty(self.shape, self.kinds, layout.padded_rows(rows), device)
+        padded = layout.padded_rows(rows)
+        return StepScratch(torch.empty(0, padded, 0, device=device), torch.empty(padded, 0, device=device),
+                           torch.zeros(0, self.kinds, padded, 0, device=device),
+                           torch.empty(padded, self.shape[2], device=device))
 
     def step(self, layout, tokens: torch.Tensor, h: torch.Tensor, scratch: StepScratch, forces=None, record=None,
              logits_out=None):
         logits_out = scratch.logits if logits_out is None else logits_out
         torch.index_select(self.table, 0, tokens, out=logits_out)
-        return (scratch.record if record is None else record)[:, 0], logits_out
+        return (scratch.record if record is None else record)[:, :1], logits_out
 
 
 # ---- what a bigram can reach: the statistics of character pairs ----

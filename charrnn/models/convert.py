@@ -1,17 +1,19 @@
 """Bring your own char-RNN: turn a checkpoint saved with torch.save by the usual PyTorch recipe (embedding ->
-nn.GRU -> linear head) into a model folder in Hub layout that the page and CharRNN.from_pretrained load.
+nn.GRU or nn.LSTM -> linear head) into a model folder in Hub layout that the page and load_model load.
 
 The checkpoint layout read is
 
     {"model_state": {"embedding.weight", "rnn.weight_ih_l0", ..., "head.weight", "head.bias"},
-     "config": {"embedding_dim", "hidden_dim", "num_layers", "dropout", "rnn_type" (optional, "gru")},
+     "config": {"embedding_dim", "hidden_dim", "num_layers", "dropout", "rnn_type" (optional: "gru", "lstm")},
      "itos": [character of id 0, character of id 1, ...], "stoi": {character: id}}
 
 (other top-level entries, e.g. an optimizer state, are ignored). The file is read with PyTorch's restricted
 unpickler only (torch.load(weights_only=True)): a file holding anything but tensors and plain values is refused
-before anything in it runs. The weights are kept exactly: `rnn.*` becomes `gru.*` (CharRNN's name for the same
-nn.GRU), `embedding.*` and `head.*` stay, and they are stored in the checkpoint's own dtype unless another is
-asked for.
+before anything in it runs. The cell is told by the tensors (rnn.weight_hh_l0 has 3 x hidden rows for a GRU, 4 x
+for an LSTM: the seed project's config does not save its rnn_type); a config's rnn_type, where there is one, must
+agree. The weights are kept exactly: `rnn.*` becomes `gru.*` or `lstm.*` (CharRNN's and CharLSTM's names for the
+same nn.GRU or nn.LSTM), `embedding.*` and `head.*` stay, and they are stored in the checkpoint's own dtype unless
+another is asked for.
 
     python -m charrnn convert my-char-rnn.pt weights/my-char-rnn
 """
@@ -29,13 +31,15 @@ import torch
 
 from ..vocab import Vocab, show_char
 from .gru import CharRNN
+from .lstm import CharLSTM
 from .loading import SAVE_DTYPES, first_few, one_line, shape_differences
 
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
 # The prefixes torch.compile and nn.DataParallel put before every key of a wrapped model's state dict.
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
-GATES = {4: "an LSTM", 1: "a plain RNN (nn.RNN)"}  # rows of weight_hh per hidden unit
-SUPPORTED = ("charrnn converts GRU char-RNNs saved as {'model_state': {embedding.weight, rnn.weight_ih_l0, "
+CELLS = {3: CharRNN, 4: CharLSTM}  # rows of weight_hh per hidden unit -> the class that holds that cell
+CELL_NAMES = {3: "a GRU", 4: "an LSTM", 1: "a plain RNN (nn.RNN)"}
+SUPPORTED = ("charrnn converts GRU and LSTM char-RNNs saved as {'model_state': {embedding.weight, rnn.weight_ih_l0, "
              "rnn.weight_hh_l0, rnn.bias_ih_l0, rnn.bias_hh_l0, ... (one set per layer), head.weight, head.bias}, "
              "'config': {embedding_dim, hidden_dim, num_layers, dropout}, 'itos': [characters in id order], "
              "'stoi': {character: id}}")
@@ -80,7 +84,7 @@ def read_checkpoint(path: str | Path):
 
 
 def convert(checkpoint_path: str | Path, out_dir: str | Path, dtype: str | None = None,
-            overwrite: bool = False) -> CharRNN:
+            overwrite: bool = False) -> CharRNN | CharLSTM:
     """Convert a char-RNN checkpoint (layout above) into a model folder in Hub layout; returns the model.
 
     `dtype` ("float32", "float16", "bfloat16") is what the weights are stored as; by default the checkpoint's
@@ -100,14 +104,14 @@ def convert(checkpoint_path: str | Path, out_dir: str | Path, dtype: str | None 
     with open(out_dir / "README.md", "a", encoding="utf-8") as card:
         card.write(
             f"\n## Converted\n\nConverted with `charrnn convert` from `{Path(source).name}`, a PyTorch checkpoint read "
-            f"with `torch.load(weights_only=True)`: `rnn.*` renamed to `gru.*`, `embedding.*` and `head.*` kept, the "
+            f"with `torch.load(weights_only=True)`: `rnn.*` renamed to `{model.CELL}.*`, `embedding.*` and `head.*` kept, the "
             f"vocabulary taken from `itos`, weights stored as {model.save_dtype}. The checkpoint's config:\n\n"
             f"    {json.dumps(config, default=str, ensure_ascii=False)[:4000]}\n")
     return model
 
 
-def model_from_checkpoint(checkpoint, source: str, dtype: str | None = None) -> CharRNN:
-    """A CharRNN holding the checkpoint's weights, every part of the layout checked first."""
+def model_from_checkpoint(checkpoint, source: str, dtype: str | None = None) -> CharRNN | CharLSTM:
+    """A CharRNN or CharLSTM holding the checkpoint's weights, every part of the layout checked first."""
     if not isinstance(checkpoint, dict):
         raise ConversionError(f"{source} holds {describe(checkpoint)}, not a dict; {SUPPORTED}")
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -121,17 +125,17 @@ def model_from_checkpoint(checkpoint, source: str, dtype: str | None = None) -> 
     if not isinstance(config, dict):
         raise ConversionError(f"{source}: 'config' is {describe(config)}, not a dict; {SUPPORTED}")
     state = state_dict_of(checkpoint["model_state"], source)
-    refuse_other_cells(state, config, source)
+    cls = cell_of(state, config, source)
     vocab = vocab_of(checkpoint["itos"], checkpoint.get("stoi"), source)
     dims = dimensions(state, config, source)
-    check_layout(state, dims, vocab, source)
+    check_layout(cls, state, dims, vocab, source)
     stored = dtype or checkpoint_dtype(state)
     dropout = config.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ConversionError(f"{source}: config 'dropout' is {dropout!r}; it must be a number in [0, 1)")
-    model = CharRNN(vocab, embedding_dim=dims["embedding_dim"], hidden_size=dims["hidden_size"],
-                    num_layers=dims["num_layers"], dropout=float(dropout), save_dtype=stored)
-    renamed = {("gru." + k[len("rnn."):] if k.startswith("rnn.") else k): v for k, v in state.items()}
+    model = cls(vocab, embedding_dim=dims["embedding_dim"], hidden_size=dims["hidden_size"],
+                num_layers=dims["num_layers"], dropout=float(dropout), save_dtype=stored)
+    renamed = {(f"{cls.CELL}." + k[len("rnn."):] if k.startswith("rnn.") else k): v for k, v in state.items()}
     model.load_state_dict(renamed, strict=True)
     return model.eval()
 
@@ -158,24 +162,33 @@ def state_dict_of(state, source: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def refuse_other_cells(state: dict[str, torch.Tensor], config: dict, source: str) -> None:
-    """Only a unidirectional GRU converts: an LSTM, a plain RNN or a bidirectional network is named and refused."""
-    named = config.get("rnn_type", "gru")
-    refuse = "charrnn converts GRU char-RNNs only (embedding -> nn.GRU -> linear head), whose gates the page shows"
-    if not isinstance(named, str) or named.strip().lower() != "gru":
-        kind = "an LSTM" if isinstance(named, str) and named.strip().lower() == "lstm" else f"a {named!r} network"
-        raise ConversionError(f"{source} is {kind} (config 'rnn_type': {named!r}); {refuse}")
-    hh = state.get("rnn.weight_hh_l0")
-    if hh is not None and hh.dim() == 2 and hh.shape[1] > 0 and hh.shape[0] != 3 * hh.shape[1]:
-        gates, rest = divmod(hh.shape[0], hh.shape[1])
-        kind = (GATES.get(gates) if rest == 0 else None) or "a recurrent layer of another kind"
-        raise ConversionError(f"{source} holds {kind}: rnn.weight_hh_l0 is {list(hh.shape)} ({hh.shape[0]} rows "
-                              f"for {hh.shape[1]} units; a GRU has 3 x units); {refuse}")
+def cell_of(state: dict[str, torch.Tensor], config: dict, source: str) -> type[CharRNN | CharLSTM]:
+    """The class of the checkpoint's cell, told by rnn.weight_hh_l0's rows per unit (3 a GRU, 4 an LSTM); a config
+    rnn_type must agree. A plain RNN, an LSTM with projections or a bidirectional network is named and refused."""
+    refuse = ("charrnn converts GRU and LSTM char-RNNs only (embedding -> nn.GRU or nn.LSTM -> linear head), whose "
+              "gates the page shows")
+    named = config.get("rnn_type")
+    if named is not None and (not isinstance(named, str) or named.strip().lower() not in ("gru", "lstm")):
+        raise ConversionError(f"{source} is a {named!r} network (config 'rnn_type': {named!r}); {refuse}")
     if "rnn.weight_hr_l0" in state:
         raise ConversionError(f"{source} holds an LSTM with projections (rnn.weight_hr_l0); {refuse}")
     if any(k.endswith("_reverse") for k in state):
         raise ConversionError(f"{source} holds a bidirectional network (rnn.*_reverse weights); charrnn converts "
-                              "unidirectional GRUs only: a language model reads left to right")
+                              "unidirectional networks only: a language model reads left to right")
+    hh = state.get("rnn.weight_hh_l0")
+    if hh is None or hh.dim() != 2 or hh.shape[1] == 0:
+        cls = {"gru": CharRNN, "lstm": CharLSTM}[(named or "gru").strip().lower()]
+        return cls  # the layout check names what is missing or misshapen
+    gates, rest = divmod(hh.shape[0], hh.shape[1])
+    if rest or gates not in CELLS:
+        kind = (CELL_NAMES.get(gates) if rest == 0 else None) or "a recurrent layer of another kind"
+        raise ConversionError(f"{source} holds {kind}: rnn.weight_hh_l0 is {list(hh.shape)} ({hh.shape[0]} rows "
+                              f"for {hh.shape[1]} units; a GRU has 3 x units, an LSTM 4 x); {refuse}")
+    cls = CELLS[gates]
+    if named is not None and named.strip().lower() != cls.MODEL_TYPE:
+        raise ConversionError(f"{source}: config 'rnn_type' is {named!r} but the tensors hold {CELL_NAMES[gates]} "
+                              f"(rnn.weight_hh_l0 is {list(hh.shape)}: {gates} x {hh.shape[1]} rows)")
+    return cls
 
 
 def vocab_of(itos, stoi, source: str) -> str:
@@ -232,19 +245,20 @@ def dimensions(state: dict[str, torch.Tensor], config: dict, source: str) -> dic
     return dims
 
 
-def check_layout(state: dict[str, torch.Tensor], dims: dict[str, int], vocab: str, source: str) -> None:
-    """The checkpoint's tensors against those the CharRNN it becomes holds (named as the checkpoint names them:
-    "rnn." where charrnn says "gru.")."""
+def check_layout(cls, state: dict[str, torch.Tensor], dims: dict[str, int], vocab: str, source: str) -> None:
+    """The checkpoint's tensors against those the model it becomes holds (named as the checkpoint names them:
+    "rnn." where charrnn says "gru." or "lstm.")."""
     vocab_size = len(vocab)
-    expected = {("rnn." + k[len("gru."):] if k.startswith("gru.") else k): shape
-                for k, shape in CharRNN.expected_tensors({"vocab": vocab, **dims}).items()}
+    cell = cls.CELL + "."
+    expected = {("rnn." + k[len(cell):] if k.startswith(cell) else k): shape
+                for k, shape in cls.expected_tensors({"vocab": vocab, **dims}).items()}
     wrong, missing, unexpected = shape_differences(expected, {k: v.shape for k, v in state.items()})
     problems = [f"{k} is {list(has)}, expected {list(shape)}" for k, has, shape in wrong]
     problems += [f"{k} is missing" for k in missing] + [f"unexpected {k}" for k in unexpected]
     if problems:
         raise ConversionError(
             f"{source} does not hold the supported layout: {first_few(problems)} (expected for a vocabulary of "
-            f"{vocab_size} characters in itos and a GRU of {dims['num_layers']} x {dims['hidden_size']} over a "
+            f"{vocab_size} characters in itos and {'an' if cls is CharLSTM else 'a'} {cls.CELL.upper()} of {dims['num_layers']} x {dims['hidden_size']} over a "
             f"{dims['embedding_dim']}-dimensional embedding). {SUPPORTED}")
 
 

@@ -12,10 +12,12 @@ from pathlib import Path
 SHIPPED_PACKAGE = "charrnn.shipped"
 CHECKOUT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_MODEL_NAME = "tiny-shakespeare"
+# The 3 x 512 GRU (the default), a GRU and an LSTM of 2 x 256 trained alike (to compare), the bigram baseline.
+SHIPPED_NAMES = ("tiny-shakespeare", "gru-2x256", "lstm-2x256", "bigram")
 
 
 def shipped_model(name: str = DEFAULT_MODEL_NAME) -> str:
-    """The folder of the shipped model `name` ("tiny-shakespeare", "bigram"), as a path string."""
+    """The folder of the shipped model `name` (one of SHIPPED_NAMES), as a path string."""
     try:
         # Installed (or installed editable): the package's own copy. In a checkout there is no charrnn/shipped,
         # so the import fails and weights/ next to the package is the folder.

@@ -22,7 +22,7 @@ CSS = """
 .gradio-container {max-width: 1400px !important}
 #generated-text textarea {font-family: ui-monospace, monospace; font-size: 15px}
 /* Figures lay out on their own: the streaming text must not make the browser lay out every plot again. */
-#probabilities, #reset-gate, #update-gate, #saturation, #surprisal, #unit-text {contain: content}
+#probabilities, #heatmap-1, #heatmap-2, #heatmap-3, #saturation, #surprisal, #unit-text {contain: content}
 #units-text textarea, #gain-text textarea {font-family: ui-monospace, monospace; font-size: 14px}
 """
 # No run history: it would copy every run's figures (megabytes) into the browser's localStorage. Enough worker
@@ -37,9 +37,10 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
     with gr.Blocks(title="charrnn: watch a GRU write", delete_cache=(300, 900)) as demo:
         model_key = gr.State(site.default_key)
         gr.Markdown(
-            "# charrnn: watch a character-level GRU write\n"
+            "# charrnn: watch a character-level GRU or LSTM write\n"
             "Type a prompt, choose how to pick each next character, and watch the model write. Then step through "
-            "what it predicted at every character, and how its reset and update gates responded.")
+            "what it predicted at every character, and how its gates responded (a GRU's reset and update gates, an "
+            "LSTM's input, forget and output gates).")
         with gr.Tabs() as tabs:
             with gr.Tab("Write", id="write"):
                 write = write_tab(site, model_key)

@@ -134,12 +134,13 @@ def parse_unit_name(name) -> Unit:
         raise InputError(str(e)) from None
 
 
-def check_kind(kind) -> str:
-    """The kind in its canonical spelling (charrnn.decoding.unit.check_kind), or InputError describing each kind."""
+def check_kind(kind, kinds=KINDS) -> str:
+    """The kind in its canonical spelling (charrnn.decoding.unit.check_kind), one of the model's `kinds`, or
+    InputError describing each of them."""
     try:
-        return unit_check_kind(kind)
+        return unit_check_kind(kind, kinds)
     except UnitError:
-        allowed = ", ".join(f"{k} ({KIND_NAMES[k]})" for k in KINDS)
+        allowed = ", ".join(f"{k} ({KIND_NAMES[k]})" for k in kinds)
         raise InputError(f"Kind must be one of {allowed}, not {kind[:40] if isinstance(kind, str) else kind!r}") \
             from None
 
@@ -172,12 +173,13 @@ def check_intervention(model, layer, kind, unit, value, from_step, steps: int,
     """The Intervention the inputs ask for on `model`, for a run of `steps` characters (prompt included);
     `mean(layer, kind, unit)` gives a unit's mean over the reference text, or raises InputError."""
     layer = whole_number("Layer", layer, 1, model.num_layers)
-    kind = check_kind(kind)
+    kind = check_kind(kind, model.kinds)
     unit = whole_number("Unit", unit, 0, model.hidden_size - 1)
     from_step = whole_number("From step", from_step, 0, steps - 1)
     value = forced_value(value, kind, lambda: mean(layer, kind, unit))
     try:
-        return Intervention(layer, kind, unit, value, from_step).check(model.num_layers, model.hidden_size)
+        return Intervention(layer, kind, unit, value, from_step).check(model.num_layers, model.hidden_size,
+                                                                       model.kinds)
     except InterventionError as e:
         raise InputError(f"Value: {e}") from None
 

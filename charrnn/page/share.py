@@ -12,8 +12,10 @@ falls back to the page's default with a warning; the page still opens.
 An export is one .npz file (numpy.load(path, allow_pickle=False)):
     meta     a JSON string: format, charrnn's version, the text (prompt included), the prompt, the settings
              (seed among them), the model (source, revision, vocab, layers, hidden size), and what each array is;
-    hidden, reset, update   float16 [layers, steps, units]: h_t, r_t, z_t of every layer after reading
-             character t of the text from the zero state (within 5e-4 of the run's float32 values);
+    one array per kind of value the model's layers compute, float16 [layers, steps, units], after reading
+             character t of the text from the zero state (within 5e-4 of the run's float32 values; a cell
+             state within 1e-2 where it is large): a GRU's hidden, reset, update (h_t, r_t, z_t), an LSTM's
+             hidden, cell, input, forget, output (h_t, c_t, i_t, f_t, o_t); meta's "kinds" lists them;
     probs    float32 [steps, vocab]: the model's next-character probabilities after reading character t
              (softmax at temperature 1, before the settings filter them);
 and a CSV of the per-step table (step_table).
@@ -40,6 +42,7 @@ import numpy as np
 from .. import __version__
 from ..decoding.sampling import MAX_SEED
 from ..decoding.trace import Trace
+from ..decoding.unit import GRU_KINDS
 from ..models.loading import ModelLoadError
 from ..serving.runs import Recipe
 from ..vocab import visible_char
@@ -51,6 +54,12 @@ LINK_KEYS = SETTINGS + ("model", "revision")
 MAX_LINK_PROMPT = inputs.MAX_PROMPT_CHARS
 FORMAT, FORMAT_VERSION = "charrnn-run", 1
 TOP_ALTERNATIVES = 5
+ARRAYS = {  # what each kind's array holds, in the export's meta
+    "hidden": "h_t after reading character t, from the zero state",
+    "reset": "the reset gate r_t at step t", "update": "the update gate z_t at step t",
+    "cell": "the LSTM's cell state c_t at step t", "input": "the input gate i_t at step t",
+    "forget": "the forget gate f_t at step t", "output": "the output gate o_t at step t",
+}
 
 
 class ShareError(ValueError):
@@ -160,10 +169,9 @@ def run_meta(trace: Trace, model_key) -> dict:
                      "top_p": s.top_p, "seed": s.seed},
         "model": {"source": str(model_key.source), "revision": model_key.revision, "vocab": trace.vocab,
                   "layers": int(trace.hidden.shape[0]), "hidden_size": int(trace.hidden.shape[2])},
+        "kinds": list(trace.kinds),
         "arrays": {
-            "hidden": "float16 [layers, steps, units]: h_t after reading character t, from the zero state",
-            "reset": "float16 [layers, steps, units]: the reset gate r_t at step t",
-            "update": "float16 [layers, steps, units]: the update gate z_t at step t",
+            **{kind: f"float16 [layers, steps, units]: {ARRAYS[kind]}" for kind in trace.kinds},
             "probs": "float32 [steps, vocab]: p(next character) after reading character t, softmax at "
                      "temperature 1 (before temperature, top-k and top-p)"},
     }
@@ -177,21 +185,18 @@ def export_run(trace: Trace, model_key, path: str | Path) -> Path:
     path = Path(path)
     meta = json.dumps(run_meta(trace, model_key), ensure_ascii=False)
     with open(path, "wb") as f:
-        np.savez_compressed(f, meta=np.array(meta), hidden=trace.hidden.numpy().astype(np.float16),
-                            reset=trace.reset_gate.numpy().astype(np.float16),
-                            update=trace.update_gate.numpy().astype(np.float16),
-                            probs=trace.probs.numpy().astype(np.float32))
+        np.savez_compressed(f, meta=np.array(meta), probs=trace.probs.numpy().astype(np.float32),
+                            **{kind: trace.of(kind).numpy().astype(np.float16) for kind in trace.kinds})
     return path
 
 
 def read_run(path: str | Path) -> dict:
-    """An export read back: {"meta": dict, "hidden", "reset", "update", "probs": numpy arrays}."""
+    """An export read back: {"meta": dict, "probs" and one array per kind (meta["kinds"]): numpy arrays}."""
     with np.load(path, allow_pickle=False) as data:
-        run = {name: data[name] for name in ("hidden", "reset", "update", "probs")}
-        run["meta"] = json.loads(str(data["meta"]))
-    if run["meta"].get("format") != FORMAT:
-        raise ShareError(f"{path} is not a charrnn run export")
-    return run
+        meta = json.loads(str(data["meta"]))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ShareError(f"{path} is not a charrnn run export")
+        return {"meta": meta, **{name: data[name] for name in ("probs", *meta.get("kinds", GRU_KINDS))}}
 
 
 def step_table(trace: Trace, top: int = TOP_ALTERNATIVES) -> list[dict]:

@@ -53,6 +53,7 @@ class UnitSummary:
     timescale: np.ndarray | None = None
     mean: torch.Tensor | None = None
     missing: str | None = None
+    kinds: tuple = ()  # the first axis of `mean`
 
 
 class Site:
@@ -91,7 +92,7 @@ class Site:
             atlas = on_compute_thread(atlas_for)(self.model(key), source, build=False)
         except (AtlasError, ModelLoadError, OSError) as e:
             return UnitSummary(missing=f"it has no usable unit atlas ({e})")
-        return UnitSummary(atlas.timescale, atlas.mean.clone())
+        return UnitSummary(atlas.timescale, atlas.mean.clone(), kinds=atlas.kinds)
 
     def timescale(self, key) -> np.ndarray | None:
         """The memory timescales [layers, H] of a loaded model's units, None without an atlas."""

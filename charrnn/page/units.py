@@ -3,7 +3,8 @@ the same, one unit's profile over the reference text, the gates by context, the 
 GRU's memory gains over a bigram. The work is charrnn.page.units_service's; this module is the layout and the wiring.
 
 Public endpoints (each returns JSON; the tab draws from it): /find_units(text, pattern), /unit_profile(layer, kind,
-unit), /select_and_match(text, start, end, threshold), /memory_gain(text). Each uses the session's current model.
+unit), /select_and_match(text, start, end, threshold), /memory_gain(text). Each uses the session's current model;
+/compare_models(text, model_a, model_b) names its two models.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ import gradio as gr
 from ..analysis.matching import MAX_SPAN, THRESHOLD
 from ..analysis.signals import BUILTIN, MAX_PATTERN_CHARS
 from ..analysis.units import format_timescale
-from ..decoding.unit import KIND_NAMES, KINDS
+from ..decoding.unit import KIND_NAMES
 from ..figures import run as figures
 from ..figures import units as unit_figures
 from ..figures.units import memory_gain_html
+from ..models.shipped import SHIPPED_NAMES, shipped_model
+from ..serving.registry import ModelKey
 from . import inputs
 from .site import Site
-from .units_service import FOUND_ROWS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable, capitalised
+from .views import kind_choices
+from .units_service import (FOUND_ROWS, MAX_COMPARE_CHARS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable,
+                            capitalised, display_name)
 
 OPENING_CHARS = 1500  # of the reference text, in the finder's text box when the tab opens
 GAIN_OPENING = slice(1500, 2700)  # the next part of it, in the memory gain's text box
 REGEX = "regular expression"
 FIRST_SIGNAL = "line position"
-KIND_CHOICES = [(KIND_NAMES[kind], kind) for kind in KINDS]
 FOUND_HEADERS = ["layer", "kind", "unit", "r", "τ (steps)"]
 SELECTED_HEADERS = ["layer", "unit", "lowest inside", "highest around"]
 CLEARLY = 0.3  # |r| from which a unit is said to follow a signal
@@ -146,9 +150,9 @@ class UnitsTab:
         overview = service.overview(key)
 
         gr.Markdown(
-            "A *unit* is one position of one layer: its hidden state h_t, its reset gate r_t or its update gate z_t, "
-            "read after each character in one pass from the zero state. Find the units that follow a pattern in a "
-            "text, select a span to find the units that pick it out, and open any unit's profile over the model's "
+            "A *unit* is one position of one layer: its hidden state h_t, or one of its gates (a GRU's reset r_t and "
+            "update z_t; an LSTM's input i_t, forget f_t and output o_t, and its cell state c_t), read after each "
+            "character in one pass from the zero state. Find the units that follow a pattern in a text, select a span to find the units that pick it out, and open any unit's profile over the model's "
             "reference text (the validation part of Tiny Shakespeare for the shipped model).")
         self.status = gr.Markdown(overview["status"], elem_id="units-status")
         self.shown = gr.State((key, prepared.settled, prepared.atlas is not None))  # what the model's parts show
@@ -158,6 +162,7 @@ class UnitsTab:
         self.profile_section(model, first, profile)
         self.overview_section(overview)
         self.gain_section(gain)
+        self.compare_section()
         self.wire()
 
     def components(self) -> dict:
@@ -223,7 +228,8 @@ class UnitsTab:
         with gr.Row():
             self.layer = gr.Radio([(f"layer {k}", k) for k in range(1, layers + 1)],
                                   value=first["layer"] if first else 1, label="Layer", scale=2)
-            self.kind = gr.Radio(KIND_CHOICES, value=first["kind"] if first else "hidden", label="Kind", scale=3)
+            self.kind = gr.Radio(kind_choices(model.kinds), value=first["kind"] if first else "hidden", label="Kind",
+                                 scale=3)
             self.unit = gr.Number(first["unit"] if first else 0, precision=0, minimum=0, maximum=hidden - 1,
                                   label=f"Unit (0–{hidden - 1})", elem_id="profile-unit", scale=1)
         with gr.Row():
@@ -245,7 +251,7 @@ class UnitsTab:
         self.claims = gr.HTML(overview["claims"], elem_id="gate-claims")
         self.gates_plot = gr.Plot(overview["gates"], label="Gates by context", elem_id="gates-by-context")
         gr.Markdown("## Memory timescales\nHow long each unit position keeps what it holds: τ = 1 / (1 − its mean "
-                    "update gate) over the reference text.")
+                    "update gate, or an LSTM's forget gate) over the reference text.")
         self.timescale_plot = gr.Plot(overview["timescales"], label="Memory timescales", elem_id="timescales")
 
     def gain_section(self, gain: dict | None) -> None:
@@ -257,6 +263,23 @@ class UnitsTab:
         self.compare = gr.Button("Compare with the bigram", elem_id="compare-gain", size="md")
         self.gain_json = gr.JSON(gain, visible=False, label="memory_gain")
         self.gain_html = gr.HTML(gain_view(gain), elem_id="memory-gain")
+
+    def compare_section(self) -> None:
+        gr.Markdown(f"## Compare two models\nEach character's surprisal under two models that share a vocabulary "
+                    f"(up to {MAX_COMPARE_CHARS:,} characters), where they disagree most, and, for the units of the "
+                    "first that follow the built-in signals most closely, the units of the second that do the same "
+                    "and that track them (over the first model's reference text).")
+        shipped = [(display_name(ModelKey(shipped_model(name))), shipped_model(name)) for name in SHIPPED_NAMES]
+        with gr.Row():
+            self.model_a = gr.Dropdown(shipped, value=shipped[1][1], allow_custom_value=True, label="Model A",
+                                       info="a shipped model, an allowed folder or a Hub repo id", elem_id="model-a")
+            self.model_b = gr.Dropdown(shipped, value=shipped[2][1], allow_custom_value=True, label="Model B",
+                                       elem_id="model-b")
+        self.compare_text = gr.Textbox(self.gain_text, lines=4, max_lines=6, label="Text", elem_id="compare-text",
+                                       autoscroll=False)
+        self.compare_models_button = gr.Button("Compare the models", elem_id="compare-models", size="md")
+        self.comparison_json = gr.JSON(None, visible=False, label="compare_models")
+        self.comparison_html = gr.HTML("<p>Press Compare the models.</p>", elem_id="model-comparison")
 
     # ---- the endpoints ----
 
@@ -281,6 +304,11 @@ class UnitsTab:
     def memory_gain(self, text, key):
         """Each character's surprisal under the GRU and under the bigram. The API endpoint /memory_gain."""
         return self.service.memory_gain(key, text)
+
+    @as_page_error("Cannot compare the models")
+    def compare_models(self, text, model_a, model_b):
+        """Each character's surprisal under two models and their units matched. The API endpoint /compare_models."""
+        return self.service.compare_models(text, model_a, model_b)
 
     # ---- the tab's own events ----
 
@@ -314,14 +342,15 @@ class UnitsTab:
         now = (key, prepared.settled, prepared.atlas is not None)
         active = gr.Timer(active=not prepared.settled)
         if now == shown:
-            return prepared.status(), *[gr.skip()] * 5, shown, active
+            return prepared.status(), *[gr.skip()] * 6, shown, active
         overview = self.service.overview(key)
         if key == shown[0]:
-            unit_inputs = gr.skip(), gr.skip()
-        else:  # another model: its own layers and units
+            unit_inputs = gr.skip(), gr.skip(), gr.skip()
+        else:  # another model: its own layers, kinds and units
             model = self.site.model(key)
             layers, hidden = (model.num_layers, model.hidden_size) if model.kinds else (1, 1)
             unit_inputs = (gr.update(choices=[(f"layer {k}", k) for k in range(1, layers + 1)], value=1),
+                           gr.update(choices=kind_choices(model.kinds), value="hidden"),
                            gr.update(maximum=hidden - 1, label=f"Unit (0–{hidden - 1})", value=0))
         return (overview["status"], overview["claims"], overview["gates"], overview["timescales"], *unit_inputs,
                 now, active)
@@ -364,8 +393,12 @@ class UnitsTab:
         self.compare.click(self.memory_gain, [self.gain_text_box, self.model_key], self.gain_json,
                            api_name="memory_gain").success(gain_view, self.gain_json, self.gain_html, **private)
 
-        model_parts = [self.status, self.claims, self.gates_plot, self.timescale_plot, self.layer, self.unit,
-                       self.shown, self.timer]
+        self.compare_models_button.click(self.compare_models, [self.compare_text, self.model_a, self.model_b],
+                                         self.comparison_json, api_name="compare_models").success(
+            unit_figures.comparison_html, self.comparison_json, self.comparison_html, **private)
+
+        model_parts = [self.status, self.claims, self.gates_plot, self.timescale_plot, self.layer, self.kind,
+                       self.unit, self.shown, self.timer]
         self.timer.tick(self.refresh, [self.model_key, self.shown], model_parts, **private)
         self.model_key.change(self.refresh, [self.model_key, self.shown], model_parts, **private)
 

@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 
 from ..analysis.atlas import ATLAS_FILE, Atlas, AtlasError, atlas_steps, load_atlas, read_reference_text, unit_profile
+from ..analysis.compare import compare_steps, disagreements, match_units_steps
+from ..analysis.compare import summarize as summarize_comparison
 from ..analysis.contexts import gates_by_context_of
 from ..analysis.matching import (MATCH_CHARS, PAD, SelectionError, check_threshold, match, match_index_steps,
                                  select_units_steps)
@@ -34,10 +36,13 @@ from ..models.loading import ModelLoadError
 from ..models.shipped import shipped_model
 from ..serving.compute import on_compute_thread, run_in_pieces
 from ..serving.registry import ROOT, ModelKey, ModelRegistry
-from .inputs import check_kind, check_text, number, whole_number
+from .inputs import InputError, check_kind, check_text, model_key, number, whole_number
 from .views import markdown_text
 
 MAX_GAIN_CHARS = 5_000
+MAX_COMPARE_CHARS = 5_000
+MATCH_UNITS_CHARS = 10_000  # of model A's reference text, read three times for the unit matching
+COMPARED_PAIRS = 16  # the unit matchings kept, by pair of models
 FOUND_ROWS = 30
 MATCHES = 10
 KEPT = 4
@@ -47,6 +52,10 @@ PIECE_CHARS = 64
 INDEX_PIECE_CHARS = 128
 ATLAS_PIECE_CHARS = 64
 BIGRAM_FOLDER = shipped_model("bigram")
+
+
+NO_CLAIMS = ("The seed's claims are about a GRU's reset and update gates; this model is an LSTM, whose input, forget "
+             "and output gates they do not describe.")
 
 
 class UnitsUnavailable(ValueError):
@@ -99,10 +108,13 @@ class Preparation:
         try:
             self.text = read_reference_text(self.folder)
             atlas = self.load_or_build(self.text)
-            claims = gates_by_context_of(atlas)
-            self.figures = {"gates": unit_figures.gate_context_figure(claims),
-                            "claims": unit_figures.claims_html(claims),
-                            "timescales": unit_figures.timescale_figure(atlas.timescale)}
+            self.figures = {"timescales": unit_figures.timescale_figure(atlas.timescale)}
+            if "update" in atlas.kinds:  # the seed's claims are about a GRU's gates
+                claims = gates_by_context_of(atlas)
+                self.figures |= {"gates": unit_figures.gate_context_figure(claims),
+                                 "claims": unit_figures.claims_html(claims)}
+            else:
+                self.figures |= {"gates": figures.message_figure(NO_CLAIMS), "claims": f"<p>{NO_CLAIMS}</p>"}
             self.atlas = atlas
         except (AtlasError, ValueError) as e:  # no reference text, an unreadable one, one the model cannot read
             self.problem = str(e)
@@ -187,6 +199,7 @@ class UnitService:
         self.models = models
         self.preparations: BoundedCache[ModelKey, Preparation] = BoundedCache(KEPT)
         self.bigram_model = None
+        self.matched: BoundedCache[tuple, dict] = BoundedCache(COMPARED_PAIRS)  # (key A, key B) -> unit matching
 
     def preparation(self, key: ModelKey) -> Preparation:
         """The model's preparation, started on first use."""
@@ -252,7 +265,7 @@ class UnitService:
         layers, hidden = prepared.atlas.shape
         layer = whole_number("Layer", layer, 1, layers)
         unit = whole_number("Unit", unit, 0, hidden - 1)
-        kind = check_kind(kind)
+        kind = check_kind(kind, model.kinds)
         return {"model": prepared.name, **on_compute_thread(unit_profile)(prepared.atlas, layer, kind, unit,
                                                                           model=model)}
 
@@ -294,6 +307,47 @@ class UnitService:
         rows = run_in_pieces(memory_gain_steps(model, self.bigram(), text, max_chars=MAX_GAIN_CHARS,
                                                chunk_size=PIECE_CHARS))
         return {"model": display_name(key), "text": text, "rows": rows, "summary": summarize(rows)}
+
+    def compare_models(self, text, source_a, source_b) -> dict:
+        """Two models on the same text (charrnn.analysis.compare): {"text", "model_a", "model_b", "rows": [{"char",
+        "a", "b"}, ...] (each character's surprisal under each, from the second), "summary", "disagreements",
+        "units": the matching of A's units to B's over A's reference text (or this text), "units_over"}."""
+        keys = [model_key(source, None) for source in (source_a, source_b)]
+        try:
+            model_a, model_b = (self.models.get(key) for key in keys)
+        except ModelLoadError as e:
+            raise InputError(str(e)) from None
+        check_text(model_a, text, MAX_COMPARE_CHARS, "compare the models on")
+        names = tuple(display_name(key) for key in keys)
+        rows = run_in_pieces(compare_steps(model_a, model_b, text, max_chars=MAX_COMPARE_CHARS, chunk_size=PIECE_CHARS,
+                                           names=names))
+        return {"text": text, "model_a": names[0], "model_b": names[1], "rows": rows,
+                "summary": summarize_comparison(rows), "disagreements": disagreements(text, rows),
+                **self.match_units(keys, (model_a, model_b), text)}
+
+    def match_units(self, keys, models, text) -> dict:
+        """A's units that follow the built-in signals and their matches in B, kept per pair of models."""
+        if not all(model.kinds for model in models):
+            bigram = display_name(keys[0] if not models[0].kinds else keys[1])
+            return {"units": [], "units_over": f"no units to match: {bigram} is a bigram"}
+        kept = self.matched.get(tuple(keys))
+        if kept is not None:
+            return kept
+        reference, over = self.reference_text(keys[0]), f"the first characters of {display_name(keys[0])}'s reference text"
+        if reference is None:
+            reference, over = text, "the compared text (the first model has no reference text)"
+        units = run_in_pieces(match_units_steps(*models, reference, max_chars=MATCH_UNITS_CHARS, chunk_size=PIECE_CHARS))
+        found = {"units": units, "units_over": f"{over} ({min(len(reference), MATCH_UNITS_CHARS):,} characters)"}
+        if reference is not text:
+            self.matched.put(tuple(keys), found)
+        return found
+
+    def reference_text(self, key: ModelKey) -> str | None:
+        folder = self.preparation(key).folder
+        try:
+            return read_reference_text(folder) if folder is not None else None
+        except (OSError, ValueError):
+            return None
 
     # ---- the tab's views of a model ----
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from ..decoding.trace import Trace
+from ..decoding.unit import GRU_KINDS, KIND_NAMES, gates_of
 from ..figures import run as figures
 from ..models.shipped import shipped_model
 from ..serving.compute import on_compute_thread
@@ -42,14 +43,31 @@ class View:
     unit_kind: str = "hidden"
     unit_layer: int = 1
     unit: int = 0
+    heatmaps: str = "gates"  # or "states": the kinds the heatmaps show (heatmap_kinds)
 
     def fitted(self, trace: Trace) -> "View":
         """The view clamped to the trace's model (a smaller model may have fewer layers or units) and run."""
         layers, steps, hidden = trace.hidden.shape
         window = self.window if self.window is not None and self.window < steps else None
+        unit_kind = self.unit_kind if self.unit_kind in trace.kinds else "hidden"
         return replace(self, layer=min(self.layer, layers), unit_layer=min(self.unit_layer, layers),
                        unit=min(self.unit, hidden - 1), pinned=tuple(u for u in self.pinned if u < hidden),
-                       window=window)
+                       window=window, unit_kind=unit_kind)
+
+
+HEATMAPS = ("heatmap-1", "heatmap-2", "heatmap-3")  # the page's heatmap slots: a GRU shows two gates, an LSTM three
+
+
+def heatmap_kinds(kinds: tuple, shown: str = "gates") -> tuple:
+    """What the heatmaps show of a model of these kinds: its gates (a GRU's reset and update, an LSTM's input,
+    forget and output), or its states (the hidden state; an LSTM's cell state too)."""
+    gates = gates_of(kinds)
+    return gates if shown == "gates" else tuple(kind for kind in kinds if kind not in gates)
+
+
+def kind_choices(kinds: tuple) -> list[tuple[str, str]]:
+    """(what it is, kind) for each of a model's kinds (a bigram's: the GRU's, as placeholders)."""
+    return [(KIND_NAMES[kind], kind) for kind in (kinds or GRU_KINDS)]
 
 
 NO_GATES = ("This model has no recurrent layers, so it has no gates: each next character depends on the last "
@@ -61,15 +79,19 @@ def has_gates(trace: Trace) -> bool:
 
 
 @on_compute_thread
-def gate_figures(trace: Trace, view: View, timescale=None):
-    """The reset and update gate heatmaps; `timescale` [layers, H] labels the units (Site.timescale)."""
+def gate_figures(trace: Trace, view: View, timescale=None) -> dict:
+    """{slot: the heatmap of one kind, or None for a slot this model leaves empty}: the view's kinds of the layer
+    (heatmap_kinds), the same units in the same rows; `timescale` [layers, H] labels the units
+    (Site.timescale)."""
     if not has_gates(trace):
-        return figures.message_figure(NO_GATES), figures.message_figure(NO_GATES)
+        return dict(zip(HEATMAPS, [figures.message_figure(NO_GATES), figures.message_figure(NO_GATES), None]))
     view = view.fitted(trace)
     layer_timescale = None if timescale is None else timescale[view.layer - 1]
     rows = figures.heatmap_rows(trace, view.layer, view.order, view.max_units, view.pinned, view.window)
-    return tuple(figures.gate_figure(trace, kind, view.layer, view.order, pinned=view.pinned, rows=rows,
-                                     timescale=layer_timescale, window=view.window) for kind in ("reset", "update"))
+    kinds = heatmap_kinds(trace.kinds, view.heatmaps)
+    return {slot: figures.gate_figure(trace, kind, view.layer, view.order, pinned=view.pinned, rows=rows,
+                                      timescale=layer_timescale, window=view.window) if kind else None
+            for slot, kind in zip(HEATMAPS, kinds + (None,) * (len(HEATMAPS) - len(kinds)))}
 
 
 @on_compute_thread
@@ -95,7 +117,7 @@ def figures_in_turn(trace: Trace, view: View, timescale=None):
     """The page's figures of a run, a few at a time ({name: figure}), so that the browser draws the first while
     the next are built: the probabilities and the coloured texts, the gate heatmaps, the gate saturation."""
     yield text_figures(trace, view)
-    yield dict(zip(("reset", "update"), gate_figures(trace, view, timescale)))
+    yield gate_figures(trace, view, timescale)
     yield {"saturation": saturation_figure(trace)}
 
 

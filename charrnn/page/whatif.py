@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 import gradio as gr
 
 from ..analysis.whatif import Pair, SettingsRun, branch_forcing
-from ..decoding.unit import KIND_NAMES, KINDS
 from ..figures import whatif as wf
 from ..figures.whatif import SHARED_DRAWS
 from ..serving.compute import on_compute_thread
@@ -23,11 +22,10 @@ from ..serving.server import ServerBusy
 from ..vocab import visible_char
 from . import inputs
 from .site import Site
-from .views import STREAM_EVERY_S
+from .views import STREAM_EVERY_S, kind_choices
 
 PANEL_WIDTH = 60  # characters a row of the aligned texts in the Write tab's narrower column
 FORCE_TITLE, BRANCH_TITLE, COMPARE_TITLE = "Cannot force the unit", "Cannot branch", "Cannot compare"
-KIND_CHOICES = [(KIND_NAMES[k], k) for k in KINDS]
 VALUE_CHOICES = [(inputs.ZERO, inputs.ZERO), ("its mean over the reference text", inputs.MEAN)]
 SETTINGS = ("prompt", "max_new_chars", "temperature", "top_k", "top_p", "seed")  # mirrored from the Write tab
 
@@ -69,7 +67,7 @@ def unit_mean(site: Site, key, layer: int, kind: str, unit: int) -> float:
     if summary.mean is None:
         raise inputs.InputError(f'Value "mean" is not available for this model: {summary.missing}. Give a number or '
                             '"zero".')
-    return float(summary.mean[KINDS.index(kind), layer - 1, unit])
+    return float(summary.mean[summary.kinds.index(kind), layer - 1, unit])
 
 
 def write_runs(site: Site, model, recipes: list[Recipe], title: str, place=None, latest=None):
@@ -207,7 +205,7 @@ class WhatifTab:
         with gr.Row():
             self.layer = gr.Number(3 if model.num_layers >= 3 else 1, label="Layer", info=f"1 to {model.num_layers}",
                                    min_width=90, elem_id="force-layer")
-            self.kind = gr.Dropdown(KIND_CHOICES, value="hidden", label="Kind", elem_id="force-kind",
+            self.kind = gr.Dropdown(kind_choices(model.kinds), value="hidden", label="Kind", elem_id="force-kind",
                                     allow_custom_value=True, min_width=160)  # checked, with a clear message
             self.unit = gr.Number(min(99, model.hidden_size - 1), label="Unit", info=f"0 to {model.hidden_size - 1}",
                                   min_width=90, elem_id="force-unit")
@@ -353,8 +351,9 @@ class WhatifTab:
         model = self.site.model(key)
         top_k_range = [gr.update(maximum=len(model.vocab))] * (1 + len(self.compared_settings[1::3]))
         if not model.kinds:  # a bigram: nothing to force (the endpoints say so)
-            return *top_k_range, gr.skip(), gr.skip()
+            return *top_k_range, gr.skip(), gr.skip(), gr.skip()
         return (*top_k_range, gr.update(info=f"1 to {model.num_layers}"),
+                gr.update(choices=kind_choices(model.kinds), value="hidden"),
                 gr.update(info=f"0 to {model.hidden_size - 1}"))
 
     # ---- the events ----
@@ -365,7 +364,7 @@ class WhatifTab:
         for name, target in zip(SETTINGS, self.settings_in):
             write[name].change(None, write[name], target, js="(value) => value")  # in the browser: no round trip
         compared_top_k = self.compared_settings[1::3]
-        self.model_key.change(self.fit_model, self.model_key, [self.top_k, *compared_top_k, self.layer, self.unit],
+        self.model_key.change(self.fit_model, self.model_key, [self.top_k, *compared_top_k, self.layer, self.kind, self.unit],
                               api_visibility="private")
         self.first_generated.click(None, self.prompt, self.from_step,
                                    js="(prompt) => charrnnPage.firstGeneratedStep(prompt)")

@@ -15,11 +15,16 @@ from ..serving.runs import Recipe
 from ..serving.server import ServerBusy
 from . import inputs, share
 from .site import EXAMPLES, Site
-from .views import (STREAM_EVERY_S, View, all_figures, describe_model, earlier_summary, figures_in_turn, gate_figures,
-                    summary, unit_view)
+from .views import (HEATMAPS, STREAM_EVERY_S, View, all_figures, describe_model, earlier_summary, figures_in_turn,
+                    gate_figures, kind_choices, summary, unit_view)
 from .whatif import branch_panel
 
-FIGURES = ("probabilities", "reset", "update", "saturation", "surprisal", "unit")  # as draw_out, after view, window
+FIGURES = ("probabilities", *HEATMAPS, "saturation", "surprisal", "unit")  # as draw_out, after view and window
+
+
+def shown_in(figure):
+    """A heatmap slot's update: its figure, shown; or hidden, for a slot the model leaves empty (a GRU's third)."""
+    return gr.update(visible=False) if figure is None else gr.update(value=figure, visible=True)
 
 
 def place(request: gr.Request | None):
@@ -110,11 +115,15 @@ class WriteTab:
 
         gr.Markdown("## Gates\nEach column is a step (the character read; hover for it), each row a unit, labelled "
                     "`L3 reset 99 (τ 12)`: layer, kind, unit and its memory timescale in steps, 1 / (1 − mean z_t) "
-                    "over the model's reference text. The reset gate r_t decides how much of the previous state "
-                    "feeds the candidate; the update gate z_t near 1 keeps the old state, near 0 overwrites it. "
+                    "(an LSTM's 1 / (1 − mean f_t)) over the model's reference text. A GRU's reset gate r_t decides "
+                    "how much of the previous state feeds the candidate; its update gate z_t near 1 keeps the old "
+                    "state, near 0 overwrites it. An LSTM's input gate i_t lets the candidate into the cell state, "
+                    "its forget gate f_t near 1 keeps the cell, its output gate o_t lets the cell out into h_t. "
                     "Click a row to open that unit's profile.")
         with gr.Row():
             self.gate_layer = gr.Radio(layer_choices(model), value=1, label="Layer")
+            self.heatmaps = gr.Radio([("gates", "gates"), ("states", "states")], value="gates", label="Heatmaps of",
+                                     info="the states: h_t, and an LSTM's cell state c_t")
             self.order = gr.Radio([(label, name) for name, label in figures.ORDERS.items()], value=View().order,
                                   label="Order units",
                                   info="alike: grouped by the built-in signal they follow (line position, vowel, ...)")
@@ -127,8 +136,8 @@ class WriteTab:
                                       label="Steps shown",
                                       info="a long run is averaged over a few steps per column; pick a part for "
                                            "every step")
-        self.reset_plot = gr.Plot(opening["reset"], label="Reset gate", elem_id="reset-gate")
-        self.update_plot = gr.Plot(opening["update"], label="Update gate", elem_id="update-gate")
+        self.heatmap_plots = [gr.Plot(opening[slot], label="Heatmap", elem_id=slot, visible=opening[slot] is not None)
+                              for slot in HEATMAPS]
         # Written by the page's script when a heatmap row is clicked ("L3 reset 99"); the Units tab opens that unit.
         self.heatmap_unit = gr.Textbox(visible="hidden", elem_id="heatmap-unit", label="Unit clicked")
 
@@ -139,8 +148,7 @@ class WriteTab:
         gr.Markdown("## The text, coloured\nHover a character for its numbers.")
         self.surprisal = gr.HTML(opening["surprisal"], elem_id="surprisal")
         with gr.Row():
-            self.unit_kind = gr.Radio([("hidden state", "hidden"), ("reset gate", "reset"),
-                                       ("update gate", "update")], value="hidden", label="Colour by")
+            self.unit_kind = gr.Radio(kind_choices(model.kinds), value="hidden", label="Colour by")
             self.unit_layer = gr.Radio(layer_choices(model), value=1, label="Layer")
             self.unit = gr.Number(0, precision=0, minimum=0, maximum=model.hidden_size - 1, label="Unit")
         self.unit_text = gr.HTML(opening["unit"], elem_id="unit-text")
@@ -207,7 +215,9 @@ class WriteTab:
             if not self.site.is_latest(place(request), run):
                 break
             yield ((view, gr.update(choices=window_choices(len(trace.text)), value=-1)) if first
-                   else (gr.skip(), gr.skip())) + tuple(shown.get(name, gr.skip()) for name in FIGURES)
+                   else (gr.skip(), gr.skip())) + tuple(
+                (shown_in(shown[name]) if name in HEATMAPS else shown[name]) if name in shown else gr.skip()
+                for name in FIGURES)
             first = False
         yield nothing
 
@@ -228,16 +238,18 @@ class WriteTab:
             return
         yield from self.draw(run, view, request, trace)
 
-    def redraw_gates(self, run, view, layer, order, max_units, pinned, window):
+    def redraw_gates(self, run, view, layer, order, max_units, pinned, window, heatmaps):
         trace = self.site.trace(run)
         try:
             pinned = inputs.pinned_units(pinned, trace.hidden.shape[2])
         except inputs.InputError as e:
             gr.Warning(str(e))
-            return gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * (1 + len(HEATMAPS))
         window = None if window is None or int(window) < 0 else int(window)
-        view = replace(view, layer=int(layer), order=order, max_units=int(max_units), pinned=pinned, window=window)
-        return view, *gate_figures(trace, view, self.site.timescale(run.model if run else self.site.default_key))
+        view = replace(view, layer=int(layer), order=order, max_units=int(max_units), pinned=pinned, window=window,
+                       heatmaps=heatmaps)
+        shown = gate_figures(trace, view, self.site.timescale(run.model if run else self.site.default_key))
+        return view, *(shown_in(shown[slot]) for slot in HEATMAPS)
 
     def redraw_unit(self, run, view, kind, layer, unit):
         trace = self.site.trace(run)
@@ -256,11 +268,12 @@ class WriteTab:
         layers, the unit, the units shown, Top-k (up to the vocabulary's size; set to `top_k` when given)."""
         top_k_range = gr.update(maximum=len(model.vocab), **({} if top_k is None else {"value": top_k}))
         if not model.kinds:  # a bigram: no layers or units to choose (its figures say so); the controls stay
-            return key, describe_model(key, model), *[gr.skip()] * 4, top_k_range
+            return key, describe_model(key, model), *[gr.skip()] * 4, top_k_range, gr.skip()
         choices = layer_choices(model)
         return (key, describe_model(key, model), gr.update(choices=choices, value=1),
                 gr.update(choices=choices, value=1), gr.update(maximum=model.hidden_size - 1, value=0),
-                gr.update(maximum=max(16, model.hidden_size)), top_k_range)  # at most: more than there are is all
+                gr.update(maximum=max(16, model.hidden_size)), top_k_range,  # at most: more than there are is all
+                gr.update(choices=kind_choices(model.kinds), value="hidden"))
 
     def load_model(self, source, revision, request: gr.Request):
         try:
@@ -307,11 +320,11 @@ class WriteTab:
         limits = self.site.server.limits
         busy = limits.max_rows + limits.max_waiting
         private = dict(api_visibility="private", show_progress="hidden")
-        self.draw_out = [self.view, self.window, self.probabilities, self.reset_plot, self.update_plot,
-                         self.saturation_plot, self.surprisal, self.unit_text]
+        self.draw_out = [self.view, self.window, self.probabilities, *self.heatmap_plots, self.saturation_plot,
+                         self.surprisal, self.unit_text]
         self.link_out = [self.prompt, self.max_new_chars, self.temperature, self.top_p, self.seed, self.model_source,
                          self.revision, self.model_key, self.model_info, self.gate_layer, self.unit_layer, self.unit,
-                         self.max_units, self.top_k, self.text, self.status, self.recipe]
+                         self.max_units, self.top_k, self.unit_kind, self.text, self.status, self.recipe]
         # Two events for one run: the text streams in one (only the text and status change: each streamed update
         # costs the browser work per output of the event); the other waits on the server for the run to be written
         # and sends its figures from the trace. Gradio runs the events of one trigger one after the other, so the
@@ -336,10 +349,11 @@ class WriteTab:
         self.new_seed.click(None, None, self.seed, js="() => charrnnPage.newSeed()")
         self.load.click(self.load_model, [self.model_source, self.revision],
                         [self.model_key, self.model_info, self.gate_layer, self.unit_layer, self.unit,
-                         self.max_units, self.top_k], api_name="load_model")
-        gate_view = [self.recipe, self.view, self.gate_layer, self.order, self.max_units, self.pinned, self.window]
-        gates_out = [self.view, self.reset_plot, self.update_plot]
-        for control in (self.gate_layer, self.order, self.max_units):
+                         self.max_units, self.top_k, self.unit_kind], api_name="load_model")
+        gate_view = [self.recipe, self.view, self.gate_layer, self.order, self.max_units, self.pinned, self.window,
+                     self.heatmaps]
+        gates_out = [self.view, *self.heatmap_plots]
+        for control in (self.gate_layer, self.order, self.max_units, self.heatmaps):
             control.change(self.redraw_gates, gate_view, gates_out, api_visibility="private")
         # the person's choice only: a new run resets the choices (draw), which must not draw the heatmaps again
         self.window.input(self.redraw_gates, gate_view, gates_out, api_visibility="private")

@@ -16,10 +16,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..models.gru import CharRNN
+from ..models.lstm import CharLSTM
 from ..models.loading import load_weights, resolve_device
 from ..vocab import Vocab
 from .data import DataError, check_length, read_text, split
 from .evaluate import loss_over_windows
+
+
+CELLS = {"gru": CharRNN, "lstm": CharLSTM}
 
 
 def hardware_name(device: torch.device) -> str:
@@ -91,10 +95,15 @@ def train(
     resume: bool = False,
     checkpoint_dir: str | None = None,
     save_dtype: str = "float16",
+    cell: str = "gru",
     command: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train a CharRNN on the text file `text` and save the best model (by validation loss) to `out`."""
+    """Train a character-level GRU (cell "gru", a CharRNN) or LSTM ("lstm", a CharLSTM) on the text file `text` and
+    save the best model (by validation loss) to `out`."""
+    model_class = CELLS.get(cell)
+    if model_class is None:
+        raise ValueError(f"cell must be one of {', '.join(CELLS)}, not {cell!r}")
     device = resolve_device(device)
     corpus = read_text(text)
     check_length(corpus, seq_len, text)
@@ -107,7 +116,7 @@ def train(
     checkpoint = Path(checkpoint_dir or Path("checkpoints") / Path(out).name)
 
     torch.manual_seed(seed)
-    model = CharRNN(vocab.chars, embedding_dim, hidden_size, num_layers, dropout, save_dtype).to(device)
+    model = model_class(vocab.chars, embedding_dim, hidden_size, num_layers, dropout, save_dtype).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -172,7 +181,7 @@ def train(
                 window_start = time.perf_counter()
         bar.close()
     # The saved model's card records the whole run's length and time, not only the moment it was best.
-    best = CharRNN.from_pretrained(out, device=device, max_model_mb=math.inf)  # its own model, however large
+    best = model_class.from_pretrained(out, device=device, max_model_mb=math.inf)  # its own model, however large
     best.training_info = metadata(info["best_val"], info["best_step"], time.perf_counter() - started)
     best.save_pretrained(out)
     return best.training_info
