@@ -31,7 +31,7 @@ def theirs():
 def converted(theirs, tmp_path_factory):
     folder = tmp_path_factory.mktemp("lstm") / "converted"
     path = save(tmp_path_factory.mktemp("ckpt"), checkpoint_of(theirs))  # no rnn_type: told by the tensors
-    model = convert(path, folder)
+    convert(path, folder)
     return load_model(folder, device="cpu")
 
 

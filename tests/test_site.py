@@ -94,3 +94,19 @@ def test_the_figures_wait_for_another_event_at_most_a_bound(site, monkeypatch):
     with site.writing(recipe, Stuck()):
         assert site.written(recipe) is None
     assert time.monotonic() - started < 5
+
+
+def test_the_figures_of_a_run_written_before_wait_for_its_click_to_begin_it(site):
+    """A run kept from before is found at once, and the click's figures' event may reach the server before its
+    text's event has made the run the visitor's latest: it waits for that (Site.became_latest), within a bound."""
+    place, old, new = ("session", "write"), Recipe(site.default_key, "A", DecodeSettings(5)), \
+        Recipe(site.default_key, "B", DecodeSettings(5))
+    site.begin(place, old)
+    began = threading.Timer(0.3, site.begin, (place, new))
+    began.start()
+    started = time.monotonic()
+    assert site.became_latest(place, new, timeout=30)
+    assert 0.25 <= time.monotonic() - started < 10
+    started = time.monotonic()
+    assert not site.became_latest(place, old, timeout=0.3)  # replaced: no figures, after at most the bound
+    assert 0.3 <= time.monotonic() - started < 5

@@ -21,6 +21,7 @@ from ..serving.server import WAIT_S, DecodeServer, ServerLimits
 from . import inputs, views
 from .share import ExportFolder
 
+START_S = 10.0  # how long a click's figures' event waits for its text's event to start the run
 MAX_PLACES = 10_000  # visitors' latest runs remembered (a few hundred bytes each), the least recent forgotten
 EXAMPLES = [
     ["ROMEO:\n", 300, 0.8, 0, 0.95, 1],
@@ -106,10 +107,24 @@ class Site:
         run that is no longer the latest at its place stops being streamed and drawn (is_latest), and its job is
         let go (a job nobody holds leaves the decode loop at the next step)."""
         if place is not None:
-            self.latest.put(place, runs)
+            with self.changed:
+                self.latest.put(place, runs)
+                self.changed.notify_all()
 
     def is_latest(self, place, runs) -> bool:
         return place is None or self.latest.get(place) == runs
+
+    def became_latest(self, place, runs, timeout: float) -> bool:
+        """Whether `runs` is, or within `timeout` seconds becomes, the latest at `place`. The figures' event of a
+        click can reach the server before its text's event begins the run: it waits for that, not for ever."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not self.is_latest(place, runs):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.changed.wait(remaining)
+        return True
 
     @contextmanager
     def writing(self, recipe: Recipe, job):
@@ -125,7 +140,7 @@ class Site:
                     del self.being_written[recipe]
                 self.changed.notify_all()
 
-    def written(self, recipe: Recipe, start_timeout: float = 10.0):
+    def written(self, recipe: Recipe, start_timeout: float = START_S):
         """The trace of a run another event of the same click is writing, as soon as it is written: the figures
         start then, not a round trip through the browser later. None when no run with this recipe starts within
         `start_timeout` seconds (it was refused), it fails or is cancelled, or it is not written within WAIT_S.

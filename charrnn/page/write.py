@@ -14,7 +14,7 @@ from ..models.loading import ModelLoadError
 from ..serving.runs import Recipe
 from ..serving.server import ServerBusy
 from . import inputs, share
-from .site import EXAMPLES, Site
+from .site import EXAMPLES, START_S, Site
 from .views import (HEATMAPS, STREAM_EVERY_S, View, all_figures, describe_model, earlier_summary, figures_in_turn,
                     gate_figures, kind_choices, summary, unit_view)
 from .whatif import branch_panel
@@ -233,7 +233,8 @@ class WriteTab:
             return
         run = Recipe(key, prompt, settings)
         trace = self.site.written(run)
-        if trace is None:
+        # A run written before is found at once, maybe before the text's event has begun it (Site.begin).
+        if trace is None or not self.site.became_latest(place(request), run, START_S):
             yield (gr.skip(),) * len(self.draw_out)
             return
         yield from self.draw(run, view, request, trace)
