@@ -153,3 +153,17 @@ def test_train_cell_lstm_writes_an_lstm_folder(tmp_path):
     model = load_model(tmp_path / "m", device="cpu")
     assert isinstance(model, CharLSTM) and model.config()["model_type"] == "lstm"
     assert "LSTM" in (tmp_path / "m" / "README.md").read_text()
+
+
+def test_an_lstm_runs_export_holds_each_of_its_kinds(shipped_lstm, tmp_path):
+    from charrnn.page import share
+    from charrnn.serving.registry import ModelKey
+
+    trace = shipped_lstm.generate("ROMEO:\n", DecodeSettings(60, 0.8, 0, 0.95, 3))
+    run = share.read_run(share.export_run(trace, ModelKey("weights/lstm-2x256"), tmp_path / "run.npz"))
+    assert run["meta"]["kinds"] == list(KINDS) and set(run) == {"meta", "probs", *KINDS}
+    for kind in KINDS:
+        assert run[kind].shape == (2, len(trace.text), 256) and run[kind].dtype.name == "float16"
+        tolerance = 2e-2 if kind == "cell" else 5e-4  # float16 keeps 11 bits: a cell state near 20 within 1e-2
+        assert abs(run[kind].astype("float32") - trace.of(kind).numpy()).max() < tolerance, kind
+    assert "forget gate f_t" in run["meta"]["arrays"]["forget"]

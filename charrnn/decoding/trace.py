@@ -1,6 +1,6 @@
 """The Trace of a run: its text, every step's probabilities and what every layer computed (build_trace, from what
 the decode loop recorded); and the gates of a text recomputed from its states in one batched pass per layer
-(recompute_gates, for the analyses, which read states with torch's own GRU)."""
+(recompute_gates for a GRU, recompute_lstm for an LSTM: the analyses read states with torch's own GRU or LSTM)."""
 
 from __future__ import annotations
 
