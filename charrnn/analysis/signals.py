@@ -136,9 +136,8 @@ json.dump(spans, sys.stdout)
 """
 
 
-def regex_spans(text: str, pattern: str, timeout: float = REGEX_TIMEOUT_S) -> list[tuple[int, int]]:
-    """The (start, end) of every non-empty match of `pattern` (re.MULTILINE) in `text`, found in a child process
-    that is killed after `timeout` seconds."""
+def check_pattern(pattern) -> None:
+    """A regular expression a person gave: not empty, not too long, valid; SignalError saying what is wrong."""
     if not isinstance(pattern, str) or not pattern:
         raise SignalError("the pattern is empty: give a built-in signal's name or a regular expression")
     if len(pattern) > MAX_PATTERN_CHARS:
@@ -148,6 +147,12 @@ def regex_spans(text: str, pattern: str, timeout: float = REGEX_TIMEOUT_S) -> li
     except re.error as e:
         raise SignalError(f"{pattern!r} is not a valid regular expression: {e}; or name a built-in signal: "
                           f"{', '.join(BUILTIN)}") from None
+
+
+def regex_spans(text: str, pattern: str, timeout: float = REGEX_TIMEOUT_S) -> list[tuple[int, int]]:
+    """The (start, end) of every non-empty match of `pattern` (re.MULTILINE) in `text`, found in a child process
+    that is killed after `timeout` seconds."""
+    check_pattern(pattern)
     try:
         # -I -S: an isolated interpreter without site-packages starts in tens of milliseconds.
         done = subprocess.run([sys.executable, "-I", "-S", "-c", MATCHER], input=json.dumps(

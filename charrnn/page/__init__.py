@@ -16,6 +16,7 @@ from .site import Site
 from .units import units_tab
 from .views import HEAD
 from .whatif import whatif_tab
+from .why import Why
 from .write import write_tab
 
 CSS = """
@@ -34,8 +35,9 @@ LAUNCH = dict(css=CSS, theme=gr.themes.Soft(), head=HEAD, show_error=True, run_h
 def build_demo(site: Site | None = None) -> gr.Blocks:
     site = site or Site()
     # Files handed to visitors (exports) are removed from Gradio's cache after 15 minutes.
-    with gr.Blocks(title="charrnn: watch a GRU write", delete_cache=(300, 900)) as demo:
+    with gr.Blocks(title="charrnn: watch a GRU or LSTM write", delete_cache=(300, 900)) as demo:
         model_key = gr.State(site.default_key)
+        why = Why(site, model_key)  # /attribute, /patch, /dose_response: under the Write tab's text and in What-if
         gr.Markdown(
             "# charrnn: watch a character-level GRU or LSTM write\n"
             "Type a prompt, choose how to pick each next character, and watch the model write. Then step through "
@@ -43,11 +45,12 @@ def build_demo(site: Site | None = None) -> gr.Blocks:
             "LSTM's input, forget and output gates).")
         with gr.Tabs() as tabs:
             with gr.Tab("Write", id="write"):
-                write = write_tab(site, model_key)
+                write = write_tab(site, model_key, why)
             with gr.Tab("Units", id="units"):
                 demo.units = units = units_tab(site, model_key)
             with gr.Tab("What-if", id="whatif"):
-                whatif = whatif_tab(site, model_key, write)
+                whatif = whatif_tab(site, model_key, write, why)
+        why.api()
         # Between the tabs: a heatmap row clicked on the Write tab opens that unit's profile; a profiled unit can
         # be forced in What-if. Each writes a unit's name ("L3 hidden 99") into the other tab's hidden textbox.
         write["heatmap_unit"].change(lambda name: (name, gr.Tabs(selected="units")), write["heatmap_unit"],

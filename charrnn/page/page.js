@@ -8,7 +8,8 @@
 //     drawn, and sends a click on a heatmap row to the page:
 //      - probability figure: a step control under it that restyles the bars from layout.meta.charrnn.bars;
 //      - gate heatmaps: turns the uint16 codes of z back into values (layout.meta.charrnn.heatmap), and on a
-//        click on a row writes its unit's name, "L3 reset 99", into the hidden textbox #heatmap-unit;
+//        click on a row (or on a bar of the "Why?" attribution) writes its unit's name, "L3 reset 99", into the
+//        hidden textbox #heatmap-unit;
 //      - coloured texts: turns <div class="charrnn-text" data-codes=...> into one titled, coloured span per
 //        character.
 //  3. A click on a character of the Write tab's text selects it, for the branch panel (Textbox.select).
@@ -131,8 +132,8 @@
   const drawn = (plot) => {
     const meta = plot.layout && plot.layout.meta && plot.layout.meta.charrnn;
     if (meta && meta.bars) stepper(plot, meta);
-    const heatmap = meta && meta.heatmap;
-    if (!heatmap || plot.charrnnClicks) return;
+    // a heatmap's rows and the attribution's bars are units: a click opens the unit's profile
+    if (!meta || !(meta.heatmap || meta.unit_bars) || plot.charrnnClicks) return;
     plot.charrnnClicks = true;
     plot.on("plotly_click", (event) => {
       const point = event.points && event.points[0];

@@ -23,6 +23,7 @@ from ..vocab import visible_char
 from . import inputs
 from .site import Site
 from .views import STREAM_EVERY_S, kind_choices
+from .why import Why
 
 PANEL_WIDTH = 60  # characters a row of the aligned texts in the Write tab's narrower column
 FORCE_TITLE, BRANCH_TITLE, COMPARE_TITLE = "Cannot force the unit", "Cannot branch", "Cannot compare"
@@ -157,12 +158,13 @@ class WhatifTab:
     """Builds the tab inside the current gr.Tab: the run's settings (mirroring the Write tab's), then a tab per kind
     of comparison, then the events."""
 
-    def __init__(self, site: Site, model_key: gr.State, write: dict):
+    def __init__(self, site: Site, model_key: gr.State, write: dict, why: Why):
         self.site, self.model_key = site, model_key
         model = site.default_model
         gr.Markdown(
             "Change one thing and write the run again beside the original: force a unit (a hidden state or a gate), "
-            "write another character at one step, or decode with other settings. " + SHARED_DRAWS)
+            "write another character at one step, or decode with other settings. " + SHARED_DRAWS + " Or patch one "
+            "text's states into another's, or sweep a forced unit's value.")
         with gr.Row():
             with gr.Column(scale=2, min_width=300):
                 self.run_settings(model, write)
@@ -174,7 +176,12 @@ class WhatifTab:
                         self.branch_at_panel()
                     with gr.Tab("Compare settings", id="compare"):
                         self.compare_panel(model)
+                    with gr.Tab("Patch", id="patch"):
+                        why.patch_panel()
+                    with gr.Tab("Dose-response", id="dose"):
+                        why.dose_panel(model)
         self.wire(write)
+        why.wire(self.prompt)
 
     def components(self) -> dict:
         """What the other tabs use: "unit_to_force" is a hidden Textbox that takes a unit's name, such as
@@ -395,15 +402,16 @@ class WhatifTab:
                                      **private)
 
 
-def whatif_tab(site: Site, model_key: gr.State, write: dict) -> dict:
+def whatif_tab(site: Site, model_key: gr.State, write: dict, why: Why) -> dict:
     """Build the tab inside the current gr.Tab; `write` is the Write tab's components (its settings prefill this
-    tab's). Returns the components other tabs use."""
-    return WhatifTab(site, model_key, write).components()
+    tab's); `why` holds the Patch and Dose-response panels. Returns the components other tabs use."""
+    return WhatifTab(site, model_key, write, why).components()
 
 
-def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
+def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State, why: Why) -> dict:
     """Under the Write tab's text: click a generated character, see what else the model offered there, pick one (or
-    type any character) and the run is written again with it, beside the original."""
+    type any character) and the run is written again with it, beside the original; or ask why the model chose it
+    over the one picked (the runner-up at first)."""
     picked = gr.State(None)  # (the Recipe of the run shown, the index of the character clicked in its text)
     with gr.Column(visible=False, elem_id="branch-panel") as panel:
         where = gr.HTML(elem_id="branch-where")
@@ -413,9 +421,12 @@ def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
                                info="used when not empty")
         with gr.Row():
             go = gr.Button("Branch here", variant="primary", size="sm", elem_id="branch-here")
+            ask = gr.Button("Why this character?", size="sm", elem_id="why-button")
             close = gr.Button("Close", size="sm")
         status = gr.HTML(elem_id="branch-panel-status")
         aligned = gr.HTML(elem_id="branch-panel-aligned")
+        why_words = gr.HTML(elem_id="why-words")
+        why_plot = gr.Plot(label="Why this character", elem_id="why-plot", visible=False)
 
     def open_at(run, shown_text, evt: gr.SelectData):
         run = run or site.opening
@@ -452,6 +463,14 @@ def branch_panel(site: Site, text: gr.Textbox, recipe: gr.State) -> dict:
         status_html, aligned_html, _ = draw_comparison(site, comparison, figure=False, width=PANEL_WIDTH)
         yield status_html, aligned_html
 
+    def why_this(picked, choice, typed):
+        if picked is None:
+            raise gr.Error("Click a generated character of the text first.", title="Cannot attribute")
+        run, index = picked
+        figure, words = why.why_clicked(run, index, typed or choice)
+        return gr.update(value=figure, visible=True), words
+
+    ask.click(why_this, [picked, choice, typed], [why_plot, why_words], api_visibility="private")
     text.select(open_at, [recipe, text], [panel, where, choice, typed, picked, status, aligned],
                 api_visibility="private", show_progress="hidden")
     go.click(branch_here, [picked, choice, typed], [status, aligned], api_visibility="private",

@@ -18,6 +18,7 @@ from .site import EXAMPLES, START_S, Site
 from .views import (HEATMAPS, STREAM_EVERY_S, View, all_figures, describe_model, earlier_summary, figures_in_turn,
                     gate_figures, kind_choices, summary, unit_view)
 from .whatif import branch_panel
+from .why import Why
 
 FIGURES = ("probabilities", *HEATMAPS, "saturation", "surprisal", "unit")  # as draw_out, after view and window
 
@@ -45,11 +46,11 @@ def window_choices(steps: int):
 class WriteTab:
     """Builds the tab inside the current gr.Tab: the controls and the text, the figures, then the events."""
 
-    def __init__(self, site: Site, model_key: gr.State):
+    def __init__(self, site: Site, model_key: gr.State, why: Why):
         self.site, self.model_key = site, model_key
         self.view = gr.State(View())
         self.recipe = gr.State(None)  # the visitor's last run (None: the opening example)
-        self.writing_panel(site.default_model)
+        self.writing_panel(site.default_model, why)
         opening = all_figures(site.opening_trace, View(), site.timescale(site.default_key))
         self.figure_panels(site.default_model, opening)
         self.wire()
@@ -62,7 +63,7 @@ class WriteTab:
 
     # ---- the layout ----
 
-    def writing_panel(self, model) -> None:
+    def writing_panel(self, model, why: Why) -> None:
         site = self.site
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
@@ -84,7 +85,8 @@ class WriteTab:
                                        interactive=False, buttons=["copy"], elem_id="generated-text", autoscroll=True)
                 self.status = gr.Markdown("An example, written when the page started: change the settings and press "
                                           "Generate.", elem_id="status")
-                branch_panel(site, self.text, self.recipe)  # click a character: write another one there (What-if)
+                # click a character: write another one there (What-if), or ask why the model chose it
+                branch_panel(site, self.text, self.recipe, why)
                 with gr.Row():
                     self.copy_link = gr.Button("🔗 Copy link to this run", size="sm", scale=0, min_width=200)
                     self.export = gr.Button("⬇ Export this run (.npz, .csv)", size="sm", scale=0, min_width=220)
@@ -364,6 +366,6 @@ class WriteTab:
                            [self.view, self.unit_text], api_visibility="private")
 
 
-def write_tab(site: Site, model_key: gr.State) -> dict:
+def write_tab(site: Site, model_key: gr.State, why: Why) -> dict:
     """Build the tab inside the current gr.Tab; returns the components other tabs use."""
-    return WriteTab(site, model_key).components()
+    return WriteTab(site, model_key, why).components()
