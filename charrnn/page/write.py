@@ -23,9 +23,15 @@ from .why import Why
 FIGURES = ("probabilities", *HEATMAPS, "saturation", "surprisal", "unit")  # as draw_out, after view and window
 
 
-def shown_in(figure):
-    """A heatmap slot's update: its figure, shown; or hidden, for a slot the model leaves empty (a GRU's third)."""
-    return gr.update(visible=False) if figure is None else gr.update(value=figure, visible=True)
+def shown_in(slot: str, figure, kinds: tuple):
+    """A heatmap slot's update. The first two always hold a figure; the third holds an LSTM's third gate, and is
+    hidden while an LSTM's states are shown; a GRU leaves it hidden (model_controls), untouched here: an update
+    of a component's visibility makes Gradio mount it again."""
+    if slot != HEATMAPS[-1]:
+        return figure
+    if figure is not None:
+        return gr.update(value=figure, visible=True)
+    return gr.update(visible=False) if len(kinds) > len(HEATMAPS) else gr.skip()
 
 
 def place(request: gr.Request | None):
@@ -218,7 +224,8 @@ class WriteTab:
                 break
             yield ((view, gr.update(choices=window_choices(len(trace.text)), value=-1)) if first
                    else (gr.skip(), gr.skip())) + tuple(
-                (shown_in(shown[name]) if name in HEATMAPS else shown[name]) if name in shown else gr.skip()
+                (shown_in(name, shown[name], trace.kinds) if name in HEATMAPS else shown[name]) if name in shown
+                else gr.skip()
                 for name in FIGURES)
             first = False
         yield nothing
@@ -252,7 +259,7 @@ class WriteTab:
         view = replace(view, layer=int(layer), order=order, max_units=int(max_units), pinned=pinned, window=window,
                        heatmaps=heatmaps)
         shown = gate_figures(trace, view, self.site.timescale(run.model if run else self.site.default_key))
-        return view, *(shown_in(shown[slot]) for slot in HEATMAPS)
+        return view, *(shown_in(slot, shown[slot], trace.kinds) for slot in HEATMAPS)
 
     def redraw_unit(self, run, view, kind, layer, unit):
         trace = self.site.trace(run)
@@ -268,7 +275,8 @@ class WriteTab:
 
     def model_controls(self, key, model, top_k=None):
         """The model's key and description, and the controls whose range is the model's: the gate and unit
-        layers, the unit, the units shown, Top-k (up to the vocabulary's size; set to `top_k` when given)."""
+        layers, the unit, the units shown, Top-k (up to the vocabulary's size; set to `top_k` when given), the
+        kinds to colour by."""
         top_k_range = gr.update(maximum=len(model.vocab), **({} if top_k is None else {"value": top_k}))
         if not model.kinds:  # a bigram: no layers or units to choose (its figures say so); the controls stay
             return key, describe_model(key, model), *[gr.skip()] * 4, top_k_range, gr.skip()
@@ -277,6 +285,10 @@ class WriteTab:
                 gr.update(choices=choices, value=1), gr.update(maximum=model.hidden_size - 1, value=0),
                 gr.update(maximum=max(16, model.hidden_size)), top_k_range,  # at most: more than there are is all
                 gr.update(choices=kind_choices(model.kinds), value="hidden"))
+
+    def third_heatmap(self, key):
+        """The third heatmap shown for an LSTM (its third gate), hidden for a GRU or a bigram."""
+        return gr.update(visible=len(self.site.model(key).kinds) > len(HEATMAPS))
 
     def load_model(self, source, revision, request: gr.Request):
         try:
@@ -352,7 +364,8 @@ class WriteTab:
         self.new_seed.click(None, None, self.seed, js="() => charrnnPage.newSeed()")
         self.load.click(self.load_model, [self.model_source, self.revision],
                         [self.model_key, self.model_info, self.gate_layer, self.unit_layer, self.unit,
-                         self.max_units, self.top_k, self.unit_kind], api_name="load_model")
+                         self.max_units, self.top_k, self.unit_kind], api_name="load_model"
+                        ).success(self.third_heatmap, self.model_key, self.heatmap_plots[-1], **private)
         gate_view = [self.recipe, self.view, self.gate_layer, self.order, self.max_units, self.pinned, self.window,
                      self.heatmaps]
         gates_out = [self.view, *self.heatmap_plots]
