@@ -30,7 +30,7 @@ MAX_ATTRIBUTE_CHARS = 4_000  # a prompt and a run of the page (2,000 each)
 MAX_PATCH_CHARS = 300  # layers x steps patched runs, each read from its step on: a few seconds for 3 x 512
 TOP_UNITS = 20
 WINDOW = 32  # the steps before the attributed one whose gradient x activation is reported
-BLOCK_STEPS = 16  # the patches of this many steps run together, from the first of them
+BLOCK_STEPS = 4  # the patches of this many steps run together, from the first of them: a piece of work each
 
 
 class AttributionError(ValueError):
@@ -118,8 +118,9 @@ def attribute(model, text: str, step: int | None = None, char_a: str | None = No
 
     Returns {"step", "char_a", "char_b", "logit_diff", "bias", "units": [{"layer", "unit", "value",
     "contribution"}, ...] (the last layer's, the `top` largest |contribution| first, all of them when top is None:
-    those sum with the bias to logit_diff), "approximate": [{"layer", "step", "unit", "contribution"}, ...] (the `top` largest |gradient x
-    activation| among the earlier layers at this step and every layer at the WINDOW steps before), "coverage":
+    those sum with the bias to logit_diff), "approximate": [{"layer", "step", "unit", "contribution"}, ...] (the
+    `top` largest |gradient x activation| among the earlier layers at this step and every layer at the WINDOW
+    steps before), "coverage":
     [{"layer", "sum", "fraction"}, ...] (per layer at this step: the sum of its gradient x activation and its
     fraction of the logit difference), "by_step": [[sum over the layer's units for each of the steps shown] for
     each layer], "steps": the steps of by_step}. Layers from 1."""

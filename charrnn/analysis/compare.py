@@ -88,7 +88,8 @@ def compare_steps(model_a, model_b, text: str, *, max_chars: int = MAX_CHARS, ch
     return steps()
 
 
-def compare_text(model_a, model_b, text: str, *, max_chars: int = MAX_CHARS, chunk_size: int = CHUNK_SIZE) -> list[dict]:
+def compare_text(model_a, model_b, text: str, *, max_chars: int = MAX_CHARS,
+                 chunk_size: int = CHUNK_SIZE) -> list[dict]:
     """One row per predicted character text[i] (i >= 1): {"char": text[i], "a": its surprisal under model A having
     read text[:i] from the zero state, "b": the same under model B}. Both models must share the vocabulary."""
     return run_steps(compare_steps(model_a, model_b, text, max_chars=max_chars, chunk_size=chunk_size))
@@ -178,7 +179,8 @@ def match_units_steps(model_a, model_b, text: str, *, max_chars: int = MATCH_CHA
     return steps()
 
 
-def match_units(model_a, model_b, text: str, *, max_chars: int = MATCH_CHARS, chunk_size: int = CHUNK_SIZE) -> list[dict]:
+def match_units(model_a, model_b, text: str, *, max_chars: int = MATCH_CHARS,
+                chunk_size: int = CHUNK_SIZE) -> list[dict]:
     """For each built-in signal that varies over `text` (at most `max_chars` of it): {"signal", "a": model A's
     unit that follows it most closely {"unit" ("L3 hidden 99"), "r"}, "b": model B's unit that follows it most
     closely, "b_tracking_a": model B's unit whose values correlate most with A's unit}, r being Pearson's over

@@ -20,9 +20,9 @@ from ..decoding.unit import KIND_RANGES
 from . import signals
 from .activations import run_steps
 
-MAX_VALUES, MAX_SAMPLES, MAX_NEW_CHARS = 11, 32, 500
+MAX_VALUES, MAX_SAMPLES, MAX_NEW_CHARS, MAX_PROMPT_CHARS = 11, 32, 500, 500
 MAX_CHARS_PER_SWEEP = 60_000  # generated characters of the unit's sweep (the control's as many again)
-ROWS = 32  # runs decoded together (memory: each holds its record)
+ROWS = 16  # runs decoded together (memory: each holds its record, 18 KB a step for the shipped 3 x 512 GRU)
 STEPS_PER_PIECE = 16
 
 
@@ -87,10 +87,13 @@ def measure(texts: list[str], statistic: str) -> list[float]:
     return regex_rates(texts, statistic)
 
 
-def check_sweep(model, layer, kind, unit, values, samples, max_new_chars) -> list[float]:
+def check_sweep(model, prompt, layer, kind, unit, values, samples, max_new_chars) -> list[float]:
     """The values as floats, every argument checked (Intervention.check names what the model allows)."""
     if not model.kinds:
         raise DoseError(f"the {type(model).__name__} has no units to force")
+    if not isinstance(prompt, str) or not 1 <= len(prompt) <= MAX_PROMPT_CHARS:
+        given = len(prompt) if isinstance(prompt, str) else repr(prompt)[:20]
+        raise DoseError(f"the prompt must have 1 to {MAX_PROMPT_CHARS} characters here, not {given}")
     if not isinstance(values, (list, tuple)) or not 1 <= len(values) <= MAX_VALUES:
         raise DoseError(f"values must be a list of 1 to {MAX_VALUES} numbers, not {values!r:.60}")
     for name, value, high in (("samples", samples, MAX_SAMPLES), ("max_new_chars", max_new_chars, MAX_NEW_CHARS)):
@@ -119,7 +122,7 @@ def dose_steps(model, prompt: str, max_new_chars: int, layer: int, kind: str, un
                statistic: str = "mean line length", *, control: int | None = None, temperature: float = 0.8,
                top_k: int = 0, top_p: float = 0.95, from_step: int = 0) -> Generator[None, None, dict]:
     """dose_response as steps: every argument checked now; then the runs decoded STEPS_PER_PIECE steps a piece."""
-    values = check_sweep(model, layer, kind, unit, values, samples, max_new_chars)
+    values = check_sweep(model, prompt, layer, kind, unit, values, samples, max_new_chars)
     control = control_unit(model, unit) if control is None else control
     Intervention(layer, kind, control, values[0], 0).check(model.num_layers, model.hidden_size, model.kinds)
     if statistic not in STATISTICS:

@@ -25,8 +25,8 @@ from ..serving.registry import ModelKey
 from . import inputs
 from .site import Site
 from .views import kind_choices
-from .units_service import (FOUND_ROWS, MAX_COMPARE_CHARS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService, UnitsUnavailable,
-                            capitalised, display_name)
+from .units_service import (FOUND_ROWS, MAX_COMPARE_CHARS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService,
+                            UnitsUnavailable, capitalised, display_name)
 
 OPENING_CHARS = 1500  # of the reference text, in the finder's text box when the tab opens
 GAIN_OPENING = slice(1500, 2700)  # the next part of it, in the memory gain's text box
@@ -152,7 +152,8 @@ class UnitsTab:
         gr.Markdown(
             "A *unit* is one position of one layer: its hidden state h_t, or one of its gates (a GRU's reset r_t and "
             "update z_t; an LSTM's input i_t, forget f_t and output o_t, and its cell state c_t), read after each "
-            "character in one pass from the zero state. Find the units that follow a pattern in a text, select a span to find the units that pick it out, and open any unit's profile over the model's "
+            "character in one pass from the zero state. Find the units that follow a pattern in a text, select a "
+            "span to find the units that pick it out, and open any unit's profile over the model's "
             "reference text (the validation part of Tiny Shakespeare for the shipped model).")
         self.status = gr.Markdown(overview["status"], elem_id="units-status")
         self.shown = gr.State((key, prepared.settled, prepared.atlas is not None))  # what the model's parts show

@@ -333,10 +333,12 @@ class UnitService:
         kept = self.matched.get(tuple(keys))
         if kept is not None:
             return kept
-        reference, over = self.reference_text(keys[0]), f"the first characters of {display_name(keys[0])}'s reference text"
+        reference = self.reference_text(keys[0])
+        over = f"the first characters of {display_name(keys[0])}'s reference text"
         if reference is None:
             reference, over = text, "the compared text (the first model has no reference text)"
-        units = run_in_pieces(match_units_steps(*models, reference, max_chars=MATCH_UNITS_CHARS, chunk_size=PIECE_CHARS))
+        units = run_in_pieces(match_units_steps(*models, reference, max_chars=MATCH_UNITS_CHARS,
+                                                chunk_size=PIECE_CHARS))
         found = {"units": units, "units_over": f"{over} ({min(len(reference), MATCH_UNITS_CHARS):,} characters)"}
         if reference is not text:
             self.matched.put(tuple(keys), found)

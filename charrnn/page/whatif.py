@@ -371,7 +371,8 @@ class WhatifTab:
         for name, target in zip(SETTINGS, self.settings_in):
             write[name].change(None, write[name], target, js="(value) => value")  # in the browser: no round trip
         compared_top_k = self.compared_settings[1::3]
-        self.model_key.change(self.fit_model, self.model_key, [self.top_k, *compared_top_k, self.layer, self.kind, self.unit],
+        self.model_key.change(self.fit_model, self.model_key,
+                              [self.top_k, *compared_top_k, self.layer, self.kind, self.unit],
                               api_visibility="private")
         self.first_generated.click(None, self.prompt, self.from_step,
                                    js="(prompt) => charrnnPage.firstGeneratedStep(prompt)")
