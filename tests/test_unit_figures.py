@@ -10,6 +10,8 @@ from charrnn.analysis.contexts import gates_by_context_of
 from charrnn.analysis.matching import build_match_index, match, select_units
 from charrnn.figures.units import claims_html, context_html, contexts_html, found_units_figure, gate_context_figure, histogram_figure, matches_html, pushes_figure, timescale_figure
 from charrnn.analysis.units import find_units
+from charrnn.analysis.explain import FAMILIES, hover_label
+from charrnn.figures.units import FAMILY_COLORS, SHARES_HEADERS, shares_rows, shares_summary, unit_map_figure
 
 from conftest import SHIPPED, make_tiny
 
@@ -89,3 +91,33 @@ def test_matches_html(model):
     for m in result["matches"]:
         assert len(m["before"] + m["match"] + m["after"]) == len(m["on_fraction"])
     assert f"{result['matches'][0]['score']:.2f}" in page
+
+
+def test_unit_map_colours_each_unit_by_family_and_shades_it_by_its_held_out_score(atlas):
+    rows = atlas.explanations.rows()
+    figure = unit_map_figure(rows, atlas.kinds)
+    heatmap = figure.data[0]
+    assert list(heatmap.y) == [f"L{layer} {kind}" for layer in (1, 2) for kind in atlas.kinds]
+    assert figure.layout.meta["charrnn"]["unitmap"] is True  # page.js opens a clicked unit's profile
+    for row in rows:
+        y = (row["layer"] - 1) * len(atlas.kinds) + atlas.kinds.index(row["kind"])
+        assert heatmap.text[y][row["unit"]] == hover_label(row)
+        assert heatmap.text[y][row["unit"]].startswith(f"L{row['layer']} {row['kind']} {row['unit']}: ")
+        z = heatmap.z[y][row["unit"]]
+        assert int(z) == FAMILIES.index(row["family"]) and z - int(z) == pytest.approx(abs(row["r_heldout"]), abs=2e-3)
+    scale = heatmap.colorscale
+    assert len(scale) == 2 * len(FAMILIES) and heatmap.zmin == 0 and heatmap.zmax == len(FAMILIES)
+    assert [c for _, c in scale[1::2]] == [FAMILY_COLORS[f] for f in FAMILIES]  # full colour at |r| 1
+    legend = [trace.name for trace in figure.data[1:]]
+    counts = {f: sum(r["family"] == f for r in rows) for f in FAMILIES}
+    assert legend == [f"{f} ({counts[f]:,})" for f in FAMILIES if counts[f]]
+    json.dumps(figure.to_plotly_json(), default=str)
+
+
+def test_shares_rows_and_summary(atlas):
+    shares = atlas.explanations.shares()
+    rows = shares_rows(shares)
+    assert len(rows) == 2 * 3 and len(rows[0]) == len(SHARES_HEADERS)
+    assert rows[0][:3] == [1, "hidden", 8] and rows[0][3] == f"{100 * shares[0]['good']:.0f} %"
+    summary = shares_summary(atlas.explanations.overall(), "weights/x")
+    assert summary.startswith("Of weights/x's units, **") and "by chance" in summary

@@ -1,6 +1,6 @@
 """Figures and HTML for the unit analyses: a unit's contexts, histogram and pushes, found units, matches, gates by
-context and memory timescales. Each builder takes the dict (or atlas) an analysis returns and nothing else, so
-each can be tested without a browser."""
+context, memory timescales, and the map of every unit's explanation with the shares explained. Each builder takes
+the dict (or atlas) an analysis returns and nothing else, so each can be tested without a browser."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..analysis.explain import FAIR, FAMILIES, GOOD, hover_label
 from ..analysis.memory_gain import MemoryGainError, summarize
 from ..analysis.units import format_timescale
 from ..decoding.unit import KIND_NAMES, KIND_RANGES, Unit
@@ -279,3 +280,77 @@ def unit_matches_html(result: dict) -> str:
 
 def visible_char_run(text: str) -> str:
     return "".join(visible_char(c) for c in text)
+
+
+# ---- every unit explained ----
+
+FAMILY_COLORS = dict(zip(FAMILIES, ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#d4a017")))
+LIGHT = 0.12  # a family's shade at held-out |r| 0: nearly white, so unexplained units fade out
+
+
+def shade(color: str, amount: float) -> str:
+    """The colour mixed with white: amount 1 the colour itself, 0 white."""
+    rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    return "rgb({},{},{})".format(*(round(255 - (255 - c) * amount) for c in rgb))
+
+
+def family_colorscale() -> list:
+    """One band per family over [f, f + 1) of z (scaled to [0, 1]): from its lightest shade to its full colour."""
+    scale, bands = [], len(FAMILIES)
+    for f, family in enumerate(FAMILIES):
+        scale += [[f / bands, shade(FAMILY_COLORS[family], LIGHT)], [(f + 1) / bands, FAMILY_COLORS[family]]]
+    return scale
+
+
+def unit_map_figure(rows: list[dict], kinds: tuple) -> go.Figure:
+    """Every unit (unit_map's rows: layer x kind rows, a column per unit), coloured by its explanation's family and
+    shaded by its held-out |r|; the hover gives the label; a click opens the unit's profile (charrnn/page/page.js,
+    layout.meta.charrnn.unitmap)."""
+    layers = max(row["layer"] for row in rows)
+    hidden = max(row["unit"] for row in rows) + 1
+    z = np.full((layers * len(kinds), hidden), np.nan)
+    text = [[""] * hidden for _ in range(layers * len(kinds))]
+    for row in rows:
+        y = (row["layer"] - 1) * len(kinds) + kinds.index(row["kind"])
+        text[y][row["unit"]] = hover_label(row)
+        if row["family"] is not None and row["r_heldout"] is not None:
+            z[y, row["unit"]] = FAMILIES.index(row["family"]) + min(abs(row["r_heldout"]), 0.999)
+    names = [f"L{layer} {kind}" for layer in range(1, layers + 1) for kind in kinds]
+    figure = go.Figure(go.Heatmap(
+        z=[[None if np.isnan(v) else round(float(v), 3) for v in line] for line in z], y=names, text=text,
+        colorscale=family_colorscale(), zmin=0, zmax=len(FAMILIES), showscale=False, xgap=0, ygap=1,
+        hovertemplate="%{text}<extra></extra>"))
+    counts = {family: sum(row["family"] == family for row in rows) for family in FAMILIES}
+    for family in FAMILIES:  # the legend: one entry per family, with its count of units
+        if counts[family]:
+            figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{family} ({counts[family]:,})",
+                                        marker=dict(color=FAMILY_COLORS[family], size=11, symbol="square")))
+    figure.update_layout(
+        template=TEMPLATE, height=140 + 26 * len(names), meta={"charrnn": {"unitmap": True}},
+        title=dict(text="Every unit, coloured by the family of its explanation, darker the higher its held-out |r| "
+                        "(click one for its profile)", x=0.01),
+        xaxis=dict(title="unit", showgrid=False), yaxis=dict(autorange="reversed", type="category"),
+        legend=dict(orientation="h", y=-0.25 if len(names) > 4 else -0.5), margin=dict(l=90, r=20, t=50, b=40))
+    return figure
+
+
+def percent(share: float) -> str:
+    return f"{100 * share:.0f} %"
+
+
+def shares_rows(shares: list[dict]) -> list[list]:
+    """The shares table: per layer and kind, the units whose held-out |r| reaches GOOD and FAIR beside chance."""
+    return [[row["layer"], row["kind"], row["units"], percent(row["good"]), percent(row["good_chance"]),
+             percent(row["fair"]), percent(row["fair_chance"]), round(row["mean_chance"], 3)] for row in shares]
+
+
+SHARES_HEADERS = ["layer", "kind", "units", f"held out ≥ {GOOD}", f"chance ≥ {GOOD}", f"held out ≥ {FAIR}",
+                  f"chance ≥ {FAIR}", "mean chance"]
+
+
+def shares_summary(overall: dict, name: str) -> str:
+    """One line of Markdown: how interpretable the model is, over all its units."""
+    return (f"Of {name}'s units, **{percent(overall[f'r_heldout >= {GOOD}'])}** follow their explanation with "
+            f"|r| ≥ {GOOD} on held-out text (by chance: {percent(overall[f'chance >= {GOOD}'])}), "
+            f"**{percent(overall[f'r_heldout >= {FAIR}'])}** with |r| ≥ {FAIR} (by chance: "
+            f"{percent(overall[f'chance >= {FAIR}'])}).")

@@ -9,6 +9,7 @@
 //      - probability figure: a step control under it that restyles the bars from layout.meta.charrnn.bars;
 //      - gate heatmaps: turns the uint16 codes of z back into values (layout.meta.charrnn.heatmap), and on a
 //        click on a row writes its unit's name, "L3 reset 99", into the hidden textbox #heatmap-unit;
+//      - the unit map (layout.meta.charrnn.unitmap): a click on a unit writes its name into #unit-to-profile;
 //      - coloured texts: turns <div class="charrnn-text" data-codes=...> into one titled, coloured span per
 //        character.
 //  3. A click on a character of the Write tab's text selects it, for the branch panel (Textbox.select).
@@ -131,14 +132,17 @@
   const drawn = (plot) => {
     const meta = plot.layout && plot.layout.meta && plot.layout.meta.charrnn;
     if (meta && meta.bars) stepper(plot, meta);
-    const heatmap = meta && meta.heatmap;
-    if (!heatmap || plot.charrnnClicks) return;
+    // A gate heatmap's row names its unit, "L3 reset 99 (τ 12)", for the Write tab's #heatmap-unit; a cell of the
+    // Units tab's unit map names its unit in its hover text, "L1 hidden 3: line position, ...", for #unit-to-profile.
+    const clicks = meta && (meta.heatmap ? {box: "#heatmap-unit", name: (point) => point.y}
+      : meta.unitmap ? {box: "#unit-to-profile", name: (point) => point.text} : null);
+    if (!clicks || plot.charrnnClicks) return;
     plot.charrnnClicks = true;
     plot.on("plotly_click", (event) => {
       const point = event.points && event.points[0];
-      // a row's label starts with its unit's name (charrnn.decoding.unit.Unit), "L3 reset 99 (τ 12)"
-      const found = /L\d+ [a-z]+ \d+/.exec(point ? String(point.y) : "");
-      const box = document.querySelector("#heatmap-unit textarea, #heatmap-unit input");
+      // the unit's name as charrnn.decoding.unit.Unit writes it
+      const found = /L\d+ [a-z]+ \d+/.exec(point ? String(clicks.name(point)) : "");
+      const box = document.querySelector(`${clicks.box} textarea, ${clicks.box} input`);
       if (!found || !box) return;
       box.value = found[0];
       box.dispatchEvent(new Event("input", {bubbles: true}));
