@@ -104,6 +104,9 @@ def test_a_click_on_the_unit_map_opens_that_units_profile_and_the_search_lists_u
     page.wait_for_function("() => /^L3 hidden \\d+$/.test(document.querySelector('#unit-to-profile textarea').value)",
                            timeout=30_000)
     chosen = page.evaluate("() => document.querySelector('#unit-to-profile textarea').value")
+    # the hover labels, written in the browser from the figure's compact meta
+    label = page.evaluate("() => document.querySelector('#unit-map .js-plotly-plot').data[0].text[6][99]")
+    assert re.match(r"L3 hidden 99: .+, r [+-]\d\.\d\d held out \(fit [+-]\d\.\d\d, chance \d\.\d\d\)$", label), label
     wait_for_text(page, "profile-summary", f"{chosen}, hidden state h_t")
     summary = page.locator("#profile-summary").inner_text()
     assert re.search(r"^Explained by .+ held out over the second half", summary, re.MULTILINE), summary

@@ -15,7 +15,7 @@ from ..analysis.memory_gain import MemoryGainError, summarize
 from ..analysis.units import format_timescale
 from ..decoding.unit import KIND_NAMES, KIND_RANGES, Unit
 from ..vocab import visible_char
-from .run import LAYER_COLORS, TEMPLATE, text_html, value_color
+from .run import LAYER_COLORS, TEMPLATE, from_typed_array, text_html, typed_array, value_color
 
 HELPED, HURT = (76, 120, 168), (228, 87, 86)  # the blue and red of charrnn.figures.run
 
@@ -286,6 +286,7 @@ def visible_char_run(text: str) -> str:
 
 FAMILY_COLORS = dict(zip(FAMILIES, ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#d4a017")))
 LIGHT = 0.12  # a family's shade at held-out |r| 0: nearly white, so unexplained units fade out
+NO_R = -32768  # the int16 code of an r that is not there
 
 
 def shade(color: str, amount: float) -> str:
@@ -304,34 +305,56 @@ def family_colorscale() -> list:
 
 def unit_map_figure(rows: list[dict], kinds: tuple) -> go.Figure:
     """Every unit (unit_map's rows: layer x kind rows, a column per unit), coloured by its explanation's family and
-    shaded by its held-out |r|; the hover gives the label; a click opens the unit's profile (charrnn/page/page.js,
-    layout.meta.charrnn.unitmap)."""
+    shaded by its held-out |r|. The hover labels ("L1 hidden 3: line position, r +0.95 held out (fit +0.95, chance
+    0.01)", as explain.hover_label) are written in the browser from layout.meta.charrnn.unitmap (the labels once, each
+    unit's label index and its three r as int16 codes of 1e-4: about 50 kB for 4,608 units instead of 360 kB of
+    text); a click opens the unit's profile (charrnn/page/page.js)."""
     layers = max(row["layer"] for row in rows)
     hidden = max(row["unit"] for row in rows) + 1
-    z = np.full((layers * len(kinds), hidden), np.nan)
-    text = [[""] * hidden for _ in range(layers * len(kinds))]
-    for row in rows:
-        y = (row["layer"] - 1) * len(kinds) + kinds.index(row["kind"])
-        text[y][row["unit"]] = hover_label(row)
-        if row["family"] is not None and row["r_heldout"] is not None:
-            z[y, row["unit"]] = FAMILIES.index(row["family"]) + min(abs(row["r_heldout"]), 0.999)
     names = [f"L{layer} {kind}" for layer in range(1, layers + 1) for kind in kinds]
+    z = np.full((len(names), hidden), np.nan, dtype=np.float32)
+    labels = list(dict.fromkeys(row["explanation"] for row in rows if row["explanation"] is not None))
+    position = {text: i for i, text in enumerate(labels)}
+    label = np.full((len(names), hidden), -1, dtype=np.int16)
+    codes = np.full((3, len(names), hidden), NO_R, dtype=np.int16)  # r_heldout, r_fit, chance
+    for row in rows:
+        y, u = (row["layer"] - 1) * len(kinds) + kinds.index(row["kind"]), row["unit"]
+        if row["family"] is None or row["r_heldout"] is None:
+            continue
+        z[y, u] = FAMILIES.index(row["family"]) + min(abs(row["r_heldout"]), 0.999)
+        label[y, u] = position[row["explanation"]]
+        codes[:, y, u] = [round(row[key] * 10_000) for key in ("r_heldout", "r_fit", "chance")]
     figure = go.Figure(go.Heatmap(
-        z=[[None if np.isnan(v) else round(float(v), 3) for v in line] for line in z], y=names, text=text,
-        colorscale=family_colorscale(), zmin=0, zmax=len(FAMILIES), showscale=False, xgap=0, ygap=1,
+        z=z, y=names, colorscale=family_colorscale(), zmin=0, zmax=len(FAMILIES), showscale=False, xgap=0, ygap=1,
         hovertemplate="%{text}<extra></extra>"))
     counts = {family: sum(row["family"] == family for row in rows) for family in FAMILIES}
     for family in FAMILIES:  # the legend: one entry per family, with its count of units
         if counts[family]:
             figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{family} ({counts[family]:,})",
                                         marker=dict(color=FAMILY_COLORS[family], size=11, symbol="square")))
+    unitmap = {"rows": names, "labels": labels, "label": typed_array(label), "r": typed_array(codes)}
     figure.update_layout(
-        template=TEMPLATE, height=140 + 26 * len(names), meta={"charrnn": {"unitmap": True}},
+        template=TEMPLATE, height=140 + 26 * len(names), meta={"charrnn": {"unitmap": unitmap}},
         title=dict(text="Every unit, coloured by the family of its explanation, darker the higher its held-out |r| "
                         "(click one for its profile)", x=0.01),
         xaxis=dict(title="unit", showgrid=False), yaxis=dict(autorange="reversed", type="category"),
         legend=dict(orientation="h", y=-0.25 if len(names) > 4 else -0.5), margin=dict(l=90, r=20, t=50, b=40))
     return figure
+
+
+def unit_map_labels(figure: go.Figure) -> list[list[str]]:
+    """The hover labels page.js writes from a unit map's meta, as Python writes them (explain.hover_label)."""
+    unitmap = figure.layout.meta["charrnn"]["unitmap"]
+    label, codes = from_typed_array(unitmap["label"]), from_typed_array(unitmap["r"])
+    out = []
+    for y, name in enumerate(unitmap["rows"]):
+        layer, kind = name[1:].split(" ")
+        out.append([hover_label({"layer": int(layer), "kind": kind, "unit": u, "family": None,
+                                 "explanation": unitmap["labels"][label[y, u]] if label[y, u] >= 0 else None,
+                                 **{key: None if codes[k, y, u] == NO_R else codes[k, y, u] / 10_000
+                                    for k, key in enumerate(("r_heldout", "r_fit", "chance"))}})
+                    for u in range(label.shape[1])])
+    return out
 
 
 def percent(share: float) -> str:

@@ -123,9 +123,26 @@
     data[0].z = z;
   };
 
+  // as charrnn.analysis.explain.hover_label, from the unit map's compact meta (charrnn.figures.units.unit_map_figure)
+  const NO_R = -32768;
+  const expandUnitMap = (data, unitmap) => {
+    const label = typed(unitmap.label), r = typed(unitmap.r), n = label.length;
+    const hidden = n / unitmap.rows.length;
+    const signed = (code) => (code >= 0 ? "+" : "") + (code / 1e4).toFixed(2);
+    data[0].text = unitmap.rows.map((row, y) => Array.from({length: hidden}, (_, u) => {
+      const i = y * hidden + u;
+      if (label[i] < 0 || r[i] === NO_R) {
+        return `${row} ${u}: no explanation (constant over a half of the reference text)`;
+      }
+      return `${row} ${u}: ${unitmap.labels[label[i]]}, r ${signed(r[i])} held out (fit ${signed(r[n + i])}, chance `
+        + `${(r[2 * n + i] / 1e4).toFixed(2)})`;
+    }));
+  };
+
   const expand = (data, layout) => {
     const meta = layout && layout.meta && layout.meta.charrnn;
     if (meta && meta.heatmap && !meta.expanded) expandHeatmap(data, meta.heatmap);
+    if (meta && meta.unitmap && !meta.expanded) expandUnitMap(data, meta.unitmap);
     if (meta) meta.expanded = true;
   };
 
