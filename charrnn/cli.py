@@ -85,6 +85,9 @@ def build_parser(prog: str = "charrnn") -> argparse.ArgumentParser:
                    help="local model folder with a reference.txt; atlas.safetensors is written there")
     a.add_argument("--from-corpus", metavar="TEXT",
                    help="first write the validation split (last 10 %%) of this UTF-8 file to FOLDER/reference.txt")
+    a.add_argument("--pattern", action="append", default=[], metavar="REGEX",
+                   help="save this regular expression in FOLDER/patterns.json, to be tried as an explanation of "
+                        "every unit (repeatable; the saved ones are always tried)")
     a.add_argument("--device", default="auto")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -113,7 +116,9 @@ def build_atlas_command(args) -> dict:
 
     from tqdm.auto import tqdm
 
-    from .analysis.atlas import ATLAS_FILE, REFERENCE_FILE, build_atlas, read_reference_text, save_atlas
+    from .analysis.atlas import (ATLAS_FILE, PATTERNS_FILE, REFERENCE_FILE, build_atlas, read_patterns,
+                                 read_reference_text, save_atlas)
+    from .analysis.explain import check_patterns
     from .models.loading import WEIGHTS_FILE, load_model
     from .training.data import read_text, split
 
@@ -126,13 +131,18 @@ def build_atlas_command(args) -> dict:
         with open(folder / REFERENCE_FILE, "w", encoding="utf-8", newline="") as f:
             f.write(validation)
     text = read_reference_text(folder)
+    patterns = read_patterns(folder)
+    if any(p not in patterns for p in args.pattern):
+        patterns = check_patterns(patterns + [p for p in dict.fromkeys(args.pattern) if p not in patterns])
+        (folder / PATTERNS_FILE).write_text(json.dumps(patterns, indent=1) + "\n", encoding="utf-8")
     began = time.perf_counter()
     with tqdm(total=len(text), unit="char", unit_scale=True, disable=args.quiet, dynamic_ncols=True) as bar:
-        atlas = build_atlas(model, text, model_file=folder / WEIGHTS_FILE,
+        atlas = build_atlas(model, text, model_file=folder / WEIGHTS_FILE, patterns=patterns,
                             progress=lambda done, total: bar.update(done - bar.n))
     path = save_atlas(atlas, folder / ATLAS_FILE)
     return {"atlas": str(path), "bytes": path.stat().st_size, "chars": len(text),
-            "seconds": round(time.perf_counter() - began, 1), "device": str(model.device)}
+            "seconds": round(time.perf_counter() - began, 1), "device": str(model.device),
+            "explained": atlas.explanations.overall()}
 
 
 def run(args, argv, prog: str) -> None:

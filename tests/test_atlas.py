@@ -109,7 +109,7 @@ def test_file_round_trip_and_its_checks(tiny_model, tiny_atlas, tmp_path):
         difference = (loaded.top_windows[k] - tiny_atlas.top_windows[k]).nan_to_num().abs().max()
         assert difference <= (high - low) / 254 / 2 + 1e-6
         assert torch.equal(loaded.top_windows[k].isnan(), tiny_atlas.top_windows[k].isnan())
-    assert loaded.meta["text_chars"] == str(len(TEXT)) and loaded.meta["version"] == "1"
+    assert loaded.meta["text_chars"] == str(len(TEXT)) and loaded.meta["version"] == "2"
 
     with pytest.raises(AtlasError, match="built for other weights"):
         load_atlas(path, make_tiny(seed=1, hidden_size=8, num_layers=2), TEXT)
@@ -118,7 +118,7 @@ def test_file_round_trip_and_its_checks(tiny_model, tiny_atlas, tmp_path):
     tensors = safetensors.torch.load_file(path)
     safetensors.torch.save_file(tensors, tmp_path / "old.safetensors", metadata={**loaded.meta, "version": "0",
                                                                                   "signals": "[]"})
-    with pytest.raises(AtlasError, match="version 0, this charrnn reads version 1: rebuild it with"):
+    with pytest.raises(AtlasError, match="version 0, this charrnn reads version 2: rebuild it with"):
         load_atlas(tmp_path / "old.safetensors", tiny_model, TEXT)
     with pytest.raises(AtlasError, match="not a charrnn atlas"):
         load_atlas(SHIPPED / "model.safetensors", tiny_model, TEXT)

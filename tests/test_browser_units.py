@@ -91,3 +91,29 @@ def test_another_tab_opens_a_unit_through_the_hidden_textbox(page):
     page.wait_for_function("() => (document.querySelector('#profile-pushes .js-plotly-plot').layout.annotations"
                            " || []).some(a => a.text.startsWith('Only a last-layer hidden unit'))", timeout=30_000)
     assert page.errors == []
+
+
+def test_a_click_on_the_unit_map_opens_that_units_profile_and_the_search_lists_units(page):
+    page.wait_for_selector("#unit-map .js-plotly-plot", timeout=60_000)
+    page.locator("#unit-map").scroll_into_view_if_needed()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#unit-map").screenshot(path=str(ARTIFACTS / "units-map.png"))
+    area = page.locator("#unit-map .nsewdrag").first.bounding_box()
+    # layer 3's hidden row (the 7th of 9), around unit 99 of 512
+    page.mouse.click(area["x"] + area["width"] * 99.5 / 512, area["y"] + area["height"] * 6.5 / 9)
+    page.wait_for_function("() => /^L3 hidden \\d+$/.test(document.querySelector('#unit-to-profile textarea').value)",
+                           timeout=30_000)
+    chosen = page.evaluate("() => document.querySelector('#unit-to-profile textarea').value")
+    # the hover labels, written in the browser from the figure's compact meta
+    label = page.evaluate("() => document.querySelector('#unit-map .js-plotly-plot').data[0].text[6][99]")
+    assert re.match(r"L3 hidden 99: .+, r [+-]\d\.\d\d held out \(fit [+-]\d\.\d\d, chance \d\.\d\d\)$", label), label
+    wait_for_text(page, "profile-summary", f"{chosen}, hidden state h_t")
+    summary = page.locator("#profile-summary").inner_text()
+    assert re.search(r"^Explained by .+ held out over the second half", summary, re.MULTILINE), summary
+    page.locator("#explained-query textarea").fill("vowel")
+    page.locator("#search-explained").click()
+    wait_for_text(page, "explained-said", "explained by 'vowel', best held-out |r| first")
+    assert cell(page, "explained-units", 0, 3).inner_text() == "vowel"
+    assert "held out ≥ 0.5" in page.locator("#explained-shares").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "units-explained.png"), full_page=False)
+    assert page.errors == []

@@ -10,6 +10,9 @@ from charrnn.analysis.contexts import gates_by_context_of
 from charrnn.analysis.matching import build_match_index, match, select_units
 from charrnn.figures.units import claims_html, context_html, contexts_html, found_units_figure, gate_context_figure, histogram_figure, matches_html, pushes_figure, timescale_figure
 from charrnn.analysis.units import find_units
+from charrnn.analysis.explain import FAMILIES, hover_label
+from charrnn.figures.units import (FAMILY_COLORS, SHARES_HEADERS, shares_rows, shares_summary, unit_map_figure,
+                                   unit_map_labels)
 
 from conftest import SHIPPED, make_tiny
 
@@ -89,3 +92,37 @@ def test_matches_html(model):
     for m in result["matches"]:
         assert len(m["before"] + m["match"] + m["after"]) == len(m["on_fraction"])
     assert f"{result['matches'][0]['score']:.2f}" in page
+
+
+def test_unit_map_colours_each_unit_by_family_and_shades_it_by_its_held_out_score(atlas):
+    rows = atlas.explanations.rows()
+    figure = unit_map_figure(rows, atlas.kinds)
+    heatmap = figure.data[0]
+    assert list(heatmap.y) == [f"L{layer} {kind}" for layer in (1, 2) for kind in atlas.kinds]
+    assert "unitmap" in figure.layout.meta["charrnn"]  # page.js writes the hover labels and opens a clicked unit
+    labels = unit_map_labels(figure)
+    z = np.asarray(heatmap.z)
+    for row in rows:
+        y = (row["layer"] - 1) * len(atlas.kinds) + atlas.kinds.index(row["kind"])
+        assert labels[y][row["unit"]] == hover_label(row)
+        assert labels[y][row["unit"]].startswith(f"L{row['layer']} {row['kind']} {row['unit']}: ")
+        assert int(z[y, row["unit"]]) == FAMILIES.index(row["family"])
+        assert z[y, row["unit"]] % 1 == pytest.approx(abs(row["r_heldout"]), abs=1e-3)
+    scale = heatmap.colorscale
+    assert len(scale) == 2 * len(FAMILIES) and heatmap.zmin == 0 and heatmap.zmax == len(FAMILIES)
+    assert [c for _, c in scale[1::2]] == [FAMILY_COLORS[f] for f in FAMILIES]  # full colour at |r| 1
+    legend = [trace.name for trace in figure.data[1:]]
+    counts = {f: sum(r["family"] == f for r in rows) for f in FAMILIES}
+    assert legend == [f"{f} ({counts[f]:,})" for f in FAMILIES if counts[f]]
+    assert len(figure.to_json()) < 20_000 + 30 * len(rows)  # compact: no text per unit
+    none = dict(rows[0], explanation=None, family=None, r_fit=None, r_heldout=None, chance=None)
+    assert unit_map_labels(unit_map_figure([none, *rows[1:]], atlas.kinds))[0][0] == hover_label(none)
+
+
+def test_shares_rows_and_summary(atlas):
+    shares = atlas.explanations.shares()
+    rows = shares_rows(shares)
+    assert len(rows) == 2 * 3 and len(rows[0]) == len(SHARES_HEADERS)
+    assert rows[0][:3] == [1, "hidden", 8] and rows[0][3] == f"{100 * shares[0]['good']:.0f} %"
+    summary = shares_summary(atlas.explanations.overall(), "weights/x")
+    assert summary.startswith("Of weights/x's units, **") and "by chance" in summary

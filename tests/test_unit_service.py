@@ -55,6 +55,17 @@ def test_a_folder_without_an_atlas_gets_one_built_in_the_background(service, tmp
     assert profile["top"][0]["offset"] == int(expected.top_offsets[0, 1, 3, 0])
     overview = service.overview(key)
     assert "borne out" in overview["claims"] or "no clear difference" in overview["claims"]
+    # every unit explained, as the library explains them
+    assert service.unit_map(key) == expected.explanations.rows() and len(service.unit_map(key)) == 3 * 2 * 12
+    assert {k: profile[k] for k in ("explanation", "family", "r_fit", "r_heldout", "chance")} == \
+        expected.explanations.of(2, "hidden", 3)
+    assert overview["unit_map"].layout.meta["charrnn"]["unitmap"] and len(overview["shares"]) == 6
+    assert "follow their explanation with |r| ≥ 0.5 on held-out text" in overview["explained"]
+    family = service.unit_map(key)[0]["family"]
+    found = service.explained_by(key, family)
+    assert found["query"] == family and found["units"] == expected.explanations.search(family, top=50)
+    with pytest.raises(ValueError, match="say what explains the units"):
+        service.explained_by(key, " ")
 
 
 def test_a_folder_without_a_reference_text_says_what_is_missing(service, tmp_path):
@@ -69,6 +80,9 @@ def test_a_folder_without_a_reference_text_says_what_is_missing(service, tmp_pat
     assert result["matches"] == [] and "no matches can be searched" in result["note"]
     assert service.find(key, "ROMEO:\nO she is rich", "vowel")["units"]  # the visitor's own text needs no atlas
     assert "has no reference.txt" in service.overview(key)["claims"]
+    with pytest.raises(UnitsUnavailable, match="has no unit atlas: .* has no reference.txt"):
+        service.unit_map(key)
+    assert service.overview(key)["shares"] == [] and "has no reference.txt" in service.overview(key)["explained"]
 
 
 def test_the_bigram_has_nothing_to_look_into(service):
@@ -77,7 +91,8 @@ def test_the_bigram_has_nothing_to_look_into(service):
     assert prepared.stage == "unavailable"
     assert prepared.status().startswith("weights/bigram is a bigram: it has no recurrent layers")
     for call in (lambda: service.find(key, "ROMEO:", "vowel"), lambda: service.profile(key, 1, "hidden", 0),
-                 lambda: service.memory_gain(key, "ROMEO:"), lambda: service.select_and_match(key, "ROMEO:", 0, 2, 0.3)):
+                 lambda: service.memory_gain(key, "ROMEO:"), lambda: service.select_and_match(key, "ROMEO:", 0, 2, 0.3),
+                 lambda: service.unit_map(key), lambda: service.explained_by(key, "vowel")):
         with pytest.raises(UnitsUnavailable, match="is a bigram"):
             call()
     assert display_name(key) == "weights/bigram"
@@ -90,3 +105,4 @@ def test_while_the_atlas_is_built_the_tab_says_so():
     assert "being built from its 6,000-character reference text (25 %)" in prepared.status()
     assert prepared.status().startswith("⏳")
     assert "try again in a little while" in prepared.why_no_atlas()
+

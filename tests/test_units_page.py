@@ -2,6 +2,7 @@
 /select_and_match and /memory_gain against the GRU equations stepped by hand in float64, their refusals, the bigram
 as a session's model, and everyone's writing going on while a long analysis runs."""
 
+import json
 import threading
 import time
 
@@ -13,7 +14,8 @@ from gradio_client import Client
 from charrnn.decoding.unit import KINDS
 from charrnn.analysis.atlas import MARK_CLOSE, MARK_OPEN, atlas_for
 from charrnn.models.bigram import BigramLanguageModel
-from charrnn.page.units_service import FOUND_ROWS, MAX_GAIN_CHARS
+from charrnn.analysis.explain import plain
+from charrnn.page.units_service import EXPLAINED_ROWS, FOUND_ROWS, MAX_GAIN_CHARS
 
 from conftest import ROOT, SHIPPED
 from stepwise import START_CHARS, reference_start
@@ -191,7 +193,8 @@ def test_a_session_with_the_bigram_is_told_what_it_cannot_have(app_url, client):
         for args, endpoint in ((dict(text="ROMEO:", pattern="vowel"), "/find_units"),
                                (dict(layer=1, kind="hidden", unit=0), "/unit_profile"),
                                (dict(text="ROMEO:", start=0, end=2, threshold=0.3), "/select_and_match"),
-                               (dict(text="ROMEO:"), "/memory_gain")):
+                               (dict(text="ROMEO:"), "/memory_gain"), (dict(), "/unit_map"),
+                               (dict(query="vowel"), "/units_explained_by")):
             with pytest.raises(Exception, match="is a bigram: it has no recurrent layers"):
                 bigram.predict(**args, api_name=endpoint)
     finally:
@@ -221,3 +224,25 @@ def test_writing_goes_on_while_a_long_find_units_runs(app_url, client):
     worker.join()
     assert written.startswith("ROMEO:") and finished["rows"] == FOUND_ROWS
     assert finished["generate"] < finished["find"]
+
+
+def test_unit_map_and_the_search_give_every_units_explanation(client, shipped):
+    atlas = atlas_for(shipped, SHIPPED, build=False)
+    rows = client.predict(api_name="/unit_map")
+    assert rows == json.loads(json.dumps(atlas.explanations.rows())) and len(rows) == 3 * 3 * 512
+    assert all(set(row) == {"layer", "kind", "unit", "explanation", "family", "r_fit", "r_heldout", "chance"}
+               for row in rows)
+    profile = client.predict(layer=3, kind="hidden", unit=99, api_name="/unit_profile")
+    assert {k: profile[k] for k in ("explanation", "family", "r_fit", "r_heldout", "chance")} == \
+        atlas.explanations.of(3, "hidden", 99)
+    found = client.predict(query="  Vowel ", api_name="/units_explained_by")
+    assert found["model"] == "weights/tiny-shakespeare" and 0 < len(found["units"]) <= EXPLAINED_ROWS
+    scores = [abs(row["r_heldout"]) for row in found["units"]]
+    assert scores == sorted(scores, reverse=True) and all(row["explanation"] == "vowel" for row in found["units"])
+    line = client.predict(query="line", api_name="/units_explained_by")["units"]
+    assert line and all("line" in plain(row["explanation"]) for row in line)  # "↵" is a newline
+    after = client.predict(query="after e", api_name="/units_explained_by")["units"]
+    assert all(row["explanation"].replace('"', "").startswith("after e") for row in after)
+    for query, message in (("", "Say what explains the units"), ("x" * 61, "at most 60 allowed")):
+        with pytest.raises(Exception, match=message):
+            client.predict(query=query, api_name="/units_explained_by")

@@ -10,6 +10,8 @@ for every layer, kind (a GRU's hidden, reset, update; an LSTM's hidden, cell, in
   first (ties: earliest), with the unit's values over a window of the text around each (quantised to int8,
   for display);
 - its Pearson r with each built-in signal (charrnn.analysis.signals) that varies over the text;
+- its explanation (charrnn.analysis.explain): the candidate it follows best over the first half of the text, with
+  that r, its r over the second half (held out) and a chance level;
 
 and per layer each gate's mean over the units after each character (for charrnn.analysis.contexts). The
 memory timescale of a unit position is 1 / (1 - its mean update gate), an LSTM's 1 / (1 - its mean forget gate). Everything is gathered piece by piece,
@@ -35,13 +37,15 @@ import safetensors.torch
 import torch
 
 from ..decoding.unit import GRU_KINDS, KIND_RANGES, MEMORY_GATE, Unit, gates_of
-from . import activations, signals
+from . import activations, explain, signals
 from .activations import run_steps
+from .explain import Explainer, Explanations
 from .units import Correlation, Moments, timescales
 
 ATLAS_FILE = "atlas.safetensors"
 REFERENCE_FILE = "reference.txt"
-FORMAT, VERSION = "charrnn-atlas", 1
+PATTERNS_FILE = "patterns.json"  # the regular expressions a person saved, as explanations to try
+FORMAT, VERSION = "charrnn-atlas", 2  # 2: with the units' explanations
 BINS = 40
 BLOCK = 32
 TOP_K = 12
@@ -72,6 +76,7 @@ class Atlas:
     gate_means: torch.Tensor  # [gates, layers, T]: each gate's mean over a layer's units after each character
     meta: dict = field(default_factory=dict)
     kinds: tuple = GRU_KINDS  # the cell's kinds, in the order of the first axis
+    explanations: Explanations | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -196,27 +201,30 @@ def with_neighbours(pieces):
 
 
 def build_atlas(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, model_file: str | Path | None = None,
-                progress=None) -> Atlas:
+                progress=None, patterns=()) -> Atlas:
     """The atlas of `model` over `text`, in memory (the shipped model over its 111,540-character reference text:
     about 70 s of CPU time, 2.5 minutes on the shared 2-core machines). `model_file`: the weights file, whose hash and
-    size are recorded. `progress(done, total)` is called after each piece. Runs torch on one thread (see
+    size are recorded. `progress(done, total)` is called after each piece. `patterns`: regular expressions a person
+    saved, tried as explanations with the built-in candidates. Runs torch on one thread (see
     activations.one_thread)."""
-    return run_steps(atlas_steps(model, text, chunk_size=chunk_size, model_file=model_file, progress=progress))
+    return run_steps(atlas_steps(model, text, chunk_size=chunk_size, model_file=model_file, progress=progress,
+                                 patterns=patterns))
 
 
 def atlas_steps(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, model_file: str | Path | None = None,
-                progress=None) -> Generator[None, None, Atlas]:
+                progress=None, patterns=()) -> Generator[None, None, Atlas]:
     """build_atlas as steps (charrnn.serving.compute runs them in pieces): the text is checked and the built-in signals
-    computed now (no torch
-    work); the generator returned reads one piece of about `chunk_size` characters per step (torch on one thread
-    within each step) and returns the Atlas."""
+    and candidate explanations computed now (no torch work; a bad saved pattern raises here); the generator returned
+    reads one piece of about `chunk_size` characters per step (torch on one thread within each step) and returns the
+    Atlas."""
     began = time.perf_counter()
     tokens = activations.encode(model, text, MAX_REFERENCE_CHARS)
     found = signals.varying(text)
+    patterns = explain.check_patterns(patterns)
+    gathered = Gathered(model, found, explain.candidates(text, patterns), len(text))
     chunk_size = -(-chunk_size // BLOCK) * BLOCK  # pieces start on block boundaries
 
     def steps():
-        gathered = Gathered(model, found)
         for piece, values, padded in with_neighbours(activations.chunks(model, text, chunk_size=chunk_size)):
             with activations.one_thread():
                 gathered.add(piece, values, padded)
@@ -224,7 +232,7 @@ def atlas_steps(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, m
                 progress(piece.start + len(piece), len(tokens))
             yield
         with activations.one_thread():
-            return gathered.atlas(model, text, atlas_meta(model, text, model_file, began))
+            return gathered.atlas(model, text, atlas_meta(model, text, model_file, began, patterns))
 
     return steps()
 
@@ -232,9 +240,9 @@ def atlas_steps(model, text: str, *, chunk_size: int = activations.CHUNK_SIZE, m
 class Gathered:
     """What the atlas gathers piece by piece over the reference text, for every unit: the moments (with the
     correlations with the built-in signals that vary over the text, when there are any), histograms, top and bottom
-    contexts, and each layer's mean gates after each character."""
+    contexts, each layer's mean gates after each character, and the units' explanations."""
 
-    def __init__(self, model, found: dict[str, np.ndarray]):
+    def __init__(self, model, found: dict[str, np.ndarray], library: explain.Candidates, length: int):
         self.kinds = model.kinds
         self.shape = (len(self.kinds), model.num_layers, model.hidden_size)
         units = math.prod(self.shape)
@@ -244,6 +252,7 @@ class Gathered:
         self.top, self.bottom = Extremes(units, 1), Extremes(units, -1)
         self.histograms = Histograms(self.kinds, model.num_layers, model.hidden_size)
         self.gate_means = []
+        self.explainer = Explainer(library, length)
 
     def add(self, piece, values: torch.Tensor, padded: torch.Tensor) -> None:
         """One piece: its Activations, their values [Tc, units] and the same padded (with_neighbours)."""
@@ -255,6 +264,7 @@ class Gathered:
         self.top.add(piece.start, values, padded)
         self.bottom.add(piece.start, values, padded)
         self.gate_means.append(torch.stack([piece.of(gate).mean(-1) for gate in gates_of(self.kinds)]))
+        self.explainer.add(values, piece.start)
 
     def atlas(self, model, text: str, meta: dict) -> Atlas:
         shape = self.shape
@@ -268,11 +278,11 @@ class Gathered:
             top_offsets=top_offsets, top_values=top_values, top_windows=top_windows,
             bottom_offsets=bottom_offsets, bottom_values=bottom_values, bottom_windows=bottom_windows,
             signal_names=self.signal_names, signal_r=signal_r, gate_means=torch.cat(self.gate_means, dim=-1).float(),
-            kinds=self.kinds,
+            kinds=self.kinds, explanations=self.explainer.result(shape, self.kinds, json.loads(meta["patterns"])),
             meta=meta)
 
 
-def atlas_meta(model, text: str, model_file: str | Path | None, began: float) -> dict:
+def atlas_meta(model, text: str, model_file: str | Path | None, began: float, patterns: list[str]) -> dict:
     """What an atlas records of what it was built from (loading checks it) and how."""
     meta = {
         "format": FORMAT, "version": str(VERSION), "model_sha256": weights_fingerprint(model),
@@ -280,6 +290,7 @@ def atlas_meta(model, text: str, model_file: str | Path | None, began: float) ->
         "layers": str(model.num_layers), "hidden_size": str(model.hidden_size), "kinds": ",".join(model.kinds),
         "bins": str(BINS), "block": str(BLOCK), "top_k": str(TOP_K), "before": str(BEFORE), "after": str(AFTER),
         "torch": torch.__version__, "build_seconds": f"{time.perf_counter() - began:.1f}",
+        "shifts": str(explain.SHIFTS), "seed": str(explain.SEED), "patterns": json.dumps(patterns),
     }
     if model_file is not None:
         meta.update(model_file=Path(model_file).name, model_file_sha256=file_sha256(Path(model_file)),
@@ -311,6 +322,7 @@ def windows_from_int8(codes: torch.Tensor, kinds: tuple) -> torch.Tensor:
 
 TENSORS = ("mean", "std", "histogram", "top_offsets", "top_values", "bottom_offsets", "bottom_values", "signal_r",
            "gate_means")
+EXPLANATION_TENSORS = ("index", "r_fit", "r_heldout", "chance")  # saved as explanation_index, ...
 
 
 def save_atlas(atlas: Atlas, path: str | Path) -> Path:
@@ -319,13 +331,19 @@ def save_atlas(atlas: Atlas, path: str | Path) -> Path:
     tensors["top_windows"] = windows_to_int8(atlas.top_windows, atlas.kinds)
     tensors["bottom_windows"] = windows_to_int8(atlas.bottom_windows, atlas.kinds)
     meta = {**atlas.meta, "signals": json.dumps(atlas.signal_names)}
+    if atlas.explanations is not None:
+        tensors |= {f"explanation_{name}": getattr(atlas.explanations, name).contiguous()
+                    for name in EXPLANATION_TENSORS}
+        meta |= {"candidates": json.dumps(atlas.explanations.labels),
+                 "families": json.dumps(atlas.explanations.families)}
     safetensors.torch.save_file(tensors, str(path), metadata=meta)
     return Path(path)
 
 
-def load_atlas(path: str | Path, model, text: str) -> Atlas:
+def load_atlas(path: str | Path, model, text: str, patterns: list[str] | None = None) -> Atlas:
     """Read an atlas file and check that it was built for this model (same weights) over this text (same hash)
-    by this version of charrnn; AtlasError, saying how to rebuild it, if not."""
+    by this version of charrnn, and, when `patterns` are given, with these saved regular expressions; AtlasError,
+    saying how to rebuild it, if not."""
     path = Path(path)
     rebuild = f"rebuild it with: python -m charrnn atlas --model {path.parent}"
     try:
@@ -347,13 +365,22 @@ def load_atlas(path: str | Path, model, text: str) -> Atlas:
     if meta.get("model_sha256") != fingerprint:
         raise AtlasError(f"{path} was built for other weights (sha256 {meta.get('model_sha256', '')[:12]}…, this "
                          f"model's are {fingerprint[:12]}…): {rebuild}")
-    missing = [name for name in (*TENSORS, "top_windows", "bottom_windows") if name not in tensors]
+    explained = [f"explanation_{name}" for name in EXPLANATION_TENSORS]
+    missing = [name for name in (*TENSORS, "top_windows", "bottom_windows", *explained) if name not in tensors]
+    missing += [name for name in ("signals", "candidates", "families", "patterns") if name not in meta]
     if missing:
         raise AtlasError(f"{path} lacks {', '.join(missing)}: {rebuild}")
+    if patterns is not None and json.loads(meta["patterns"]) != list(patterns):
+        raise AtlasError(f"{path} was built with other saved regular expressions ({meta['patterns'][:200]}) than "
+                         f"{PATTERNS_FILE} holds now: {rebuild}")
     kinds = tuple(meta.get("kinds", ",".join(GRU_KINDS)).split(","))
+    explanations = Explanations(json.loads(meta["candidates"]), json.loads(meta["families"]),
+                                *(tensors[name] for name in explained), kinds=kinds,
+                                patterns=json.loads(meta["patterns"]))
     return Atlas(text=text, top_windows=windows_from_int8(tensors.pop("top_windows"), kinds),
                  bottom_windows=windows_from_int8(tensors.pop("bottom_windows"), kinds), kinds=kinds,
-                 signal_names=json.loads(meta["signals"]), meta=meta, **{n: tensors[n] for n in TENSORS})
+                 signal_names=json.loads(meta["signals"]), meta=meta, explanations=explanations,
+                 **{n: tensors[n] for n in TENSORS})
 
 
 def read_reference_text(folder: str | Path) -> str:
@@ -375,6 +402,26 @@ def read_reference_text(folder: str | Path) -> str:
     return text
 
 
+def read_patterns(folder: str | Path) -> list[str]:
+    """The regular expressions saved in a model folder's patterns.json (a JSON list of strings; none when there is
+    no such file), to be tried as explanations of its units."""
+    path = Path(folder) / PATTERNS_FILE
+    if not path.is_file():
+        return []
+    if path.stat().st_size > 100_000:
+        raise AtlasError(f"{path} is {path.stat().st_size:,} bytes; a list of regular expressions is far smaller")
+    try:
+        patterns = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AtlasError(f"{path} is not a JSON list of regular expressions ({e})") from None
+    if not isinstance(patterns, list):
+        raise AtlasError(f"{path} must hold a JSON list of regular expressions, such as [\"^[A-Z]+:$\"]")
+    try:
+        return explain.check_patterns(patterns)
+    except signals.SignalError as e:
+        raise AtlasError(f"{path}: {e}") from None
+
+
 def atlas_for(model, folder: str | Path, *, build: bool = True) -> Atlas:
     """The atlas of a model folder: its atlas.safetensors if that matches the model and reference.txt; otherwise,
     with build=True, one built in memory (2.5 minutes for the shipped model on the shared 2-core machines);
@@ -382,17 +429,18 @@ def atlas_for(model, folder: str | Path, *, build: bool = True) -> Atlas:
     AtlasError."""
     folder = Path(folder)
     text = read_reference_text(folder)
+    patterns = read_patterns(folder)
     path = folder / ATLAS_FILE
     if path.is_file():
         try:
-            return load_atlas(path, model, text)
+            return load_atlas(path, model, text, patterns)
         except AtlasError:
             if not build:
                 raise
     elif not build:
         raise AtlasError(f"{folder} has no {ATLAS_FILE}: build it with python -m charrnn atlas --model {folder}")
     weights = folder / "model.safetensors"
-    return build_atlas(model, text, model_file=weights if weights.is_file() else None)
+    return build_atlas(model, text, model_file=weights if weights.is_file() else None, patterns=patterns)
 
 
 # ---- one unit ----
@@ -416,7 +464,8 @@ def context_entry(text: str, offset: int, value: float, window: torch.Tensor) ->
 def unit_profile(atlas: Atlas, layer: int, kind: str, unit: int, *, model=None, pushes: int = 8,
                  signals_shown: int = 3) -> dict:
     """Everything the atlas knows about one unit (layer from 1): timescale, mean, std, histogram, its TOP_K top
-    and bottom contexts (strongest first), the built-in signals it follows best over the reference text, and,
+    and bottom contexts (strongest first), the built-in signals it follows best over the reference text, its
+    explanation (charrnn.analysis.explain: "explanation", "family", "r_fit", "r_heldout", "chance"), and,
     for a last-layer hidden unit when `model` is given, the characters it pushes up and down (its column of the
     output layer, head.weight[:, unit])."""
     check_unit(atlas, layer, kind, unit)
@@ -437,6 +486,7 @@ def unit_profile(atlas: Atlas, layer: int, kind: str, unit: int, *, model=None, 
         "bottom": contexts(atlas.bottom_offsets, atlas.bottom_values, atlas.bottom_windows),
         "signals": [{"signal": atlas.signal_names[i], "r": float(r[i])} for i in shown],
         "pushes": None,
+        **(atlas.explanations.of(layer, kind, unit) if atlas.explanations is not None else {}),
     }
     if model is not None and kind == "hidden" and layer == atlas.shape[0]:
         column = model.head.weight.detach()[:, unit].cpu().double()

@@ -60,6 +60,14 @@ class Moments:
         return self.high == self.low
 
 
+def mean_squares(y: torch.Tensor) -> torch.Tensor:
+    """[S] the mean of each row's squares, in float64 a few thousand values at a time (no float64 copy of y)."""
+    out = torch.zeros(y.shape[0], dtype=torch.float64)
+    for part in y.split(8192, dim=1):
+        out += (part.double() ** 2).sum(dim=1)
+    return out / max(1, y.shape[1])
+
+
 class Correlation:
     """Pearson r between every unit's series and each of several signals, gathered one piece of text at a time.
 
@@ -68,9 +76,12 @@ class Correlation:
     """
 
     def __init__(self, signal_values: np.ndarray):
-        y = np.atleast_2d(np.asarray(signal_values, dtype=np.float64))
-        self.y = torch.from_numpy(y - y.mean(axis=1, keepdims=True))  # [S, T]
-        self.y_var = (self.y ** 2).mean(dim=1)  # [S]
+        y = np.atleast_2d(np.asarray(signal_values))
+        if y.dtype != np.float32:  # float32 signals stay so: hundreds of them over a long text take half the memory
+            y = y.astype(np.float64)
+        mean = y.mean(axis=1, keepdims=True, dtype=np.float64).astype(y.dtype)
+        self.y = torch.from_numpy(y - mean)  # [S, T]
+        self.y_var = mean_squares(self.y)  # [S]
         self.moments = Moments()
         self.sxy = None
 

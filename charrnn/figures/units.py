@@ -1,6 +1,6 @@
 """Figures and HTML for the unit analyses: a unit's contexts, histogram and pushes, found units, matches, gates by
-context and memory timescales. Each builder takes the dict (or atlas) an analysis returns and nothing else, so
-each can be tested without a browser."""
+context, memory timescales, and the map of every unit's explanation with the shares explained. Each builder takes
+the dict (or atlas) an analysis returns and nothing else, so each can be tested without a browser."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..analysis.explain import FAIR, FAMILIES, GOOD, hover_label
 from ..analysis.memory_gain import MemoryGainError, summarize
 from ..analysis.units import format_timescale
 from ..decoding.unit import KIND_NAMES, KIND_RANGES, Unit
 from ..vocab import visible_char
-from .run import LAYER_COLORS, TEMPLATE, text_html, value_color
+from .run import LAYER_COLORS, TEMPLATE, from_typed_array, text_html, typed_array, value_color
 
 HELPED, HURT = (76, 120, 168), (228, 87, 86)  # the blue and red of charrnn.figures.run
 
@@ -279,3 +280,100 @@ def unit_matches_html(result: dict) -> str:
 
 def visible_char_run(text: str) -> str:
     return "".join(visible_char(c) for c in text)
+
+
+# ---- every unit explained ----
+
+FAMILY_COLORS = dict(zip(FAMILIES, ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#d4a017")))
+LIGHT = 0.12  # a family's shade at held-out |r| 0: nearly white, so unexplained units fade out
+NO_R = -32768  # the int16 code of an r that is not there
+
+
+def shade(color: str, amount: float) -> str:
+    """The colour mixed with white: amount 1 the colour itself, 0 white."""
+    rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
+    return "rgb({},{},{})".format(*(round(255 - (255 - c) * amount) for c in rgb))
+
+
+def family_colorscale() -> list:
+    """One band per family over [f, f + 1) of z (scaled to [0, 1]): from its lightest shade to its full colour."""
+    scale, bands = [], len(FAMILIES)
+    for f, family in enumerate(FAMILIES):
+        scale += [[f / bands, shade(FAMILY_COLORS[family], LIGHT)], [(f + 1) / bands, FAMILY_COLORS[family]]]
+    return scale
+
+
+def unit_map_figure(rows: list[dict], kinds: tuple) -> go.Figure:
+    """Every unit (unit_map's rows: layer x kind rows, a column per unit), coloured by its explanation's family and
+    shaded by its held-out |r|. The hover labels ("L1 hidden 3: line position, r +0.95 held out (fit +0.95, chance
+    0.01)", as explain.hover_label) are written in the browser from layout.meta.charrnn.unitmap (the labels once, each
+    unit's label index and its three r as int16 codes of 1e-4: about 50 kB for 4,608 units instead of 360 kB of
+    text); a click opens the unit's profile (charrnn/page/page.js)."""
+    layers = max(row["layer"] for row in rows)
+    hidden = max(row["unit"] for row in rows) + 1
+    names = [f"L{layer} {kind}" for layer in range(1, layers + 1) for kind in kinds]
+    z = np.full((len(names), hidden), np.nan, dtype=np.float32)
+    labels = list(dict.fromkeys(row["explanation"] for row in rows if row["explanation"] is not None))
+    position = {text: i for i, text in enumerate(labels)}
+    label = np.full((len(names), hidden), -1, dtype=np.int16)
+    codes = np.full((3, len(names), hidden), NO_R, dtype=np.int16)  # r_heldout, r_fit, chance
+    for row in rows:
+        y, u = (row["layer"] - 1) * len(kinds) + kinds.index(row["kind"]), row["unit"]
+        if row["family"] is None or row["r_heldout"] is None:
+            continue
+        z[y, u] = FAMILIES.index(row["family"]) + min(abs(row["r_heldout"]), 0.999)
+        label[y, u] = position[row["explanation"]]
+        codes[:, y, u] = [round(row[key] * 10_000) for key in ("r_heldout", "r_fit", "chance")]
+    figure = go.Figure(go.Heatmap(
+        z=z, y=names, colorscale=family_colorscale(), zmin=0, zmax=len(FAMILIES), showscale=False, xgap=0, ygap=1,
+        hovertemplate="%{text}<extra></extra>"))
+    counts = {family: sum(row["family"] == family for row in rows) for family in FAMILIES}
+    for family in FAMILIES:  # the legend: one entry per family, with its count of units
+        if counts[family]:
+            figure.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{family} ({counts[family]:,})",
+                                        marker=dict(color=FAMILY_COLORS[family], size=11, symbol="square")))
+    unitmap = {"rows": names, "labels": labels, "label": typed_array(label), "r": typed_array(codes)}
+    figure.update_layout(
+        template=TEMPLATE, height=140 + 26 * len(names), meta={"charrnn": {"unitmap": unitmap}},
+        title=dict(text="Every unit, coloured by the family of its explanation, darker the higher its held-out |r| "
+                        "(click one for its profile)", x=0.01),
+        xaxis=dict(title="unit", showgrid=False), yaxis=dict(autorange="reversed", type="category"),
+        legend=dict(orientation="h", y=-0.25 if len(names) > 4 else -0.5), margin=dict(l=90, r=20, t=50, b=40))
+    return figure
+
+
+def unit_map_labels(figure: go.Figure) -> list[list[str]]:
+    """The hover labels page.js writes from a unit map's meta, as Python writes them (explain.hover_label)."""
+    unitmap = figure.layout.meta["charrnn"]["unitmap"]
+    label, codes = from_typed_array(unitmap["label"]), from_typed_array(unitmap["r"])
+    out = []
+    for y, name in enumerate(unitmap["rows"]):
+        layer, kind = name[1:].split(" ")
+        out.append([hover_label({"layer": int(layer), "kind": kind, "unit": u, "family": None,
+                                 "explanation": unitmap["labels"][label[y, u]] if label[y, u] >= 0 else None,
+                                 **{key: None if codes[k, y, u] == NO_R else codes[k, y, u] / 10_000
+                                    for k, key in enumerate(("r_heldout", "r_fit", "chance"))}})
+                    for u in range(label.shape[1])])
+    return out
+
+
+def percent(share: float) -> str:
+    return f"{100 * share:.0f} %"
+
+
+def shares_rows(shares: list[dict]) -> list[list]:
+    """The shares table: per layer and kind, the units whose held-out |r| reaches GOOD and FAIR beside chance."""
+    return [[row["layer"], row["kind"], row["units"], percent(row["good"]), percent(row["good_chance"]),
+             percent(row["fair"]), percent(row["fair_chance"]), round(row["mean_chance"], 3)] for row in shares]
+
+
+SHARES_HEADERS = ["layer", "kind", "units", f"held out ≥ {GOOD}", f"chance ≥ {GOOD}", f"held out ≥ {FAIR}",
+                  f"chance ≥ {FAIR}", "mean chance"]
+
+
+def shares_summary(overall: dict, name: str) -> str:
+    """One line of Markdown: how interpretable the model is, over all its units."""
+    return (f"Of {name}'s units, **{percent(overall[f'r_heldout >= {GOOD}'])}** follow their explanation with "
+            f"|r| ≥ {GOOD} on held-out text (by chance: {percent(overall[f'chance >= {GOOD}'])}), "
+            f"**{percent(overall[f'r_heldout >= {FAIR}'])}** with |r| ≥ {FAIR} (by chance: "
+            f"{percent(overall[f'chance >= {FAIR}'])}).")

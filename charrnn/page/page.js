@@ -10,6 +10,7 @@
 //      - gate heatmaps: turns the uint16 codes of z back into values (layout.meta.charrnn.heatmap), and on a
 //        click on a row (or on a bar of the "Why?" attribution) writes its unit's name, "L3 reset 99", into the
 //        hidden textbox #heatmap-unit;
+//      - the unit map (layout.meta.charrnn.unitmap): a click on a unit writes its name into #unit-to-profile;
 //      - coloured texts: turns <div class="charrnn-text" data-codes=...> into one titled, coloured span per
 //        character.
 //  3. A click on a character of the Write tab's text selects it, for the branch panel (Textbox.select).
@@ -123,23 +124,44 @@
     data[0].z = z;
   };
 
+  // as charrnn.analysis.explain.hover_label, from the unit map's compact meta (charrnn.figures.units.unit_map_figure)
+  const NO_R = -32768;
+  const expandUnitMap = (data, unitmap) => {
+    const label = typed(unitmap.label), r = typed(unitmap.r), n = label.length;
+    const hidden = n / unitmap.rows.length;
+    const signed = (code) => (code >= 0 ? "+" : "") + (code / 1e4).toFixed(2);
+    data[0].text = unitmap.rows.map((row, y) => Array.from({length: hidden}, (_, u) => {
+      const i = y * hidden + u;
+      if (label[i] < 0 || r[i] === NO_R) {
+        return `${row} ${u}: no explanation (constant over a half of the reference text)`;
+      }
+      return `${row} ${u}: ${unitmap.labels[label[i]]}, r ${signed(r[i])} held out (fit ${signed(r[n + i])}, chance `
+        + `${(r[2 * n + i] / 1e4).toFixed(2)})`;
+    }));
+  };
+
   const expand = (data, layout) => {
     const meta = layout && layout.meta && layout.meta.charrnn;
     if (meta && meta.heatmap && !meta.expanded) expandHeatmap(data, meta.heatmap);
+    if (meta && meta.unitmap && !meta.expanded) expandUnitMap(data, meta.unitmap);
     if (meta) meta.expanded = true;
   };
 
   const drawn = (plot) => {
     const meta = plot.layout && plot.layout.meta && plot.layout.meta.charrnn;
     if (meta && meta.bars) stepper(plot, meta);
-    // a heatmap's rows and the attribution's bars are units: a click opens the unit's profile
-    if (!meta || !(meta.heatmap || meta.unit_bars) || plot.charrnnClicks) return;
+    // A gate heatmap's row names its unit, "L3 reset 99 (τ 12)", and so does a bar of the "Why?" attribution, for
+    // the Write tab's #heatmap-unit; a cell of the Units tab's unit map names its unit in its hover text, "L1 hidden
+    // 3: line position, ...", for #unit-to-profile.
+    const clicks = meta && (meta.heatmap || meta.unit_bars ? {box: "#heatmap-unit", name: (point) => point.y}
+      : meta.unitmap ? {box: "#unit-to-profile", name: (point) => point.text} : null);
+    if (!clicks || plot.charrnnClicks) return;
     plot.charrnnClicks = true;
     plot.on("plotly_click", (event) => {
       const point = event.points && event.points[0];
-      // a row's label starts with its unit's name (charrnn.decoding.unit.Unit), "L3 reset 99 (τ 12)"
-      const found = /L\d+ [a-z]+ \d+/.exec(point ? String(point.y) : "");
-      const box = document.querySelector("#heatmap-unit textarea, #heatmap-unit input");
+      // the unit's name as charrnn.decoding.unit.Unit writes it
+      const found = /L\d+ [a-z]+ \d+/.exec(point ? String(clicks.name(point)) : "");
+      const box = document.querySelector(`${clicks.box} textarea, ${clicks.box} input`);
       if (!found || !box) return;
       box.value = found[0];
       box.dispatchEvent(new Event("input", {bubbles: true}));

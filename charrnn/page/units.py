@@ -3,8 +3,8 @@ the same, one unit's profile over the reference text, the gates by context, the 
 GRU's memory gains over a bigram. The work is charrnn.page.units_service's; this module is the layout and the wiring.
 
 Public endpoints (each returns JSON; the tab draws from it): /find_units(text, pattern), /unit_profile(layer, kind,
-unit), /select_and_match(text, start, end, threshold), /memory_gain(text). Each uses the session's current model;
-/compare_models(text, model_a, model_b) names its two models.
+unit), /unit_map(), /units_explained_by(query), /select_and_match(text, start, end, threshold), /memory_gain(text).
+Each uses the session's current model; /compare_models(text, model_a, model_b) names its two models.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 
 import gradio as gr
 
+from ..analysis.explain import FAMILIES, MAX_QUERY_CHARS, SHIFTS
 from ..analysis.matching import MAX_SPAN, THRESHOLD
 from ..analysis.signals import BUILTIN, MAX_PATTERN_CHARS
 from ..analysis.units import format_timescale
@@ -24,9 +25,9 @@ from ..models.shipped import SHIPPED_NAMES, shipped_model
 from ..serving.registry import ModelKey
 from . import inputs
 from .site import Site
-from .views import kind_choices
-from .units_service import (FOUND_ROWS, MAX_COMPARE_CHARS, MAX_FIND_CHARS, MAX_GAIN_CHARS, UnitService,
-                            UnitsUnavailable, capitalised, display_name)
+from .views import kind_choices, markdown_text
+from .units_service import (EXPLAINED_ROWS, FOUND_ROWS, MAX_COMPARE_CHARS, MAX_FIND_CHARS, MAX_GAIN_CHARS,
+                            UnitService, UnitsUnavailable, capitalised, display_name)
 
 OPENING_CHARS = 1500  # of the reference text, in the finder's text box when the tab opens
 GAIN_OPENING = slice(1500, 2700)  # the next part of it, in the memory gain's text box
@@ -34,6 +35,7 @@ REGEX = "regular expression"
 FIRST_SIGNAL = "line position"
 FOUND_HEADERS = ["layer", "kind", "unit", "r", "τ (steps)"]
 SELECTED_HEADERS = ["layer", "unit", "lowest inside", "highest around"]
+EXPLAINED_HEADERS = ["layer", "kind", "unit", "explanation", "family", "r fit", "r held out", "chance"]
 CLEARLY = 0.3  # |r| from which a unit is said to follow a signal
 
 
@@ -67,6 +69,34 @@ def found_view(result: dict | None):
     return found_rows(result), unit_figures.found_units_figure(result)
 
 
+def explained_rows(result: dict | None) -> list[list]:
+    rounded = lambda r: "" if r is None else round(r, 3)  # noqa: E731
+    return [[row["layer"], row["kind"], row["unit"], row["explanation"], row["family"], rounded(row["r_fit"]),
+             rounded(row["r_heldout"]), rounded(row["chance"])] for row in (result or {}).get("units", [])]
+
+
+def explained_view(result: dict | None):
+    """(the table, a line saying what was found) of a units_explained_by answer."""
+    if not result:
+        return [], ""
+    found = len(result["units"])
+    said = (f"No unit of {result['model']} is explained by {result['query']!r}." if not found else
+            f"{found}{' (the best)' if found == EXPLAINED_ROWS else ''} unit{'s' if found != 1 else ''} of "
+            f"{result['model']} explained by {result['query']!r}, best held-out |r| first.")
+    return explained_rows(result), markdown_text(said)
+
+
+def explanation_line(profile: dict) -> str:
+    """The start of a profile's summary: its explanation and the two scores."""
+    if "explanation" not in profile:
+        return ""
+    if profile["explanation"] is None:
+        return "**No explanation**: the unit is constant over a half of the reference text. "
+    return (f"**Explained by {markdown_text(profile['explanation'])}** ({profile['family']}): r "
+            f"{profile['r_fit']:+.2f} over the first half of the reference text, where it was chosen, **"
+            f"{profile['r_heldout']:+.2f} held out** over the second half (chance {profile['chance']:.2f}). ")
+
+
 def profile_view(profile: dict | None):
     """(summary, histogram, pushes, contexts) of a unit_profile answer."""
     if not profile:
@@ -75,11 +105,11 @@ def profile_view(profile: dict | None):
     follows = ", ".join(f"{s['signal']} (r = {s['r']:+.2f})" for s in profile["signals"])
     if not profile["signals"] or abs(profile["signals"][0]["r"]) < CLEARLY:
         follows = f"none of them clearly ({follows or 'none varies'})"
-    summary = (f"**{unit_figures.unit_name(profile)}, {KIND_NAMES[profile['kind']]}** over {profile['model']}'s "
-               f"reference text: mean {profile['mean']:+.3f}, standard deviation {profile['std']:.3f}; memory "
-               f"timescale of its position τ = 1 / (1 − mean z_t) = **{format_timescale(profile['timescale'])} "
-               "steps**. "
-               f"Of the built-in signals it follows best: {follows}.")
+    summary = explanation_line(profile) + (
+        f"**{unit_figures.unit_name(profile)}, {KIND_NAMES[profile['kind']]}** over {profile['model']}'s "
+        f"reference text: mean {profile['mean']:+.3f}, standard deviation {profile['std']:.3f}; memory "
+        f"timescale of its position τ = 1 / (1 − mean z_t) = **{format_timescale(profile['timescale'])} steps**. "
+        f"Of the built-in signals it follows best: {follows}.")
     if profile["pushes"]:
         pushes = unit_figures.pushes_figure(profile)
     else:
@@ -115,8 +145,8 @@ def gain_view(result: dict | None) -> str:
 
 
 def unit_choice(row: list) -> tuple[int, str, int]:
-    """(layer, kind, unit) of a row of the found units' or the selected units' table."""
-    if len(row) == len(FOUND_HEADERS):
+    """(layer, kind, unit) of a row of the found, explained or selected units' table."""
+    if len(row) in (len(FOUND_HEADERS), len(EXPLAINED_HEADERS)):
         return int(row[0]), str(row[1]), int(row[2])
     return int(row[0]), "hidden", int(row[1])
 
@@ -160,6 +190,7 @@ class UnitsTab:
         self.timer = gr.Timer(2.0, active=True)
         self.find_section(found)
         self.select_section()
+        self.explained_section(overview)
         self.profile_section(model, first, profile)
         self.overview_section(overview)
         self.gain_section(gain)
@@ -220,6 +251,30 @@ class UnitsTab:
                                                elem_id="selected-units", scale=2)
             with gr.Column(scale=3):
                 self.matches = gr.HTML(elem_id="unit-matches")
+
+    def explained_section(self, overview: dict) -> None:
+        gr.Markdown("## Every unit explained\nEach unit's explanation is the candidate, computed from the text alone "
+                    "(positions, spans, character classes, each character, what comes after a frequent character, "
+                    "bigram or trigram, distances since a character, saved regular expressions), that follows it "
+                    "best over the first half of the reference text (highest |r|); its score is its r over the "
+                    "second half, held out. The chance level is that r with the unit's values shifted circularly "
+                    f"(the mean |r| over {SHIFTS} random shifts).")
+        self.explained_summary = gr.Markdown(overview["explained"], elem_id="explained-summary")
+        self.unit_map_plot = gr.Plot(overview["unit_map"], label="Unit map", elem_id="unit-map")
+        self.shares_table = gr.Dataframe(overview["shares"], headers=unit_figures.SHARES_HEADERS, type="array",
+                                         interactive=False, max_height=460, elem_id="explained-shares",
+                                         label="Share of units explained, per layer and kind, beside chance")
+        with gr.Row():
+            self.query = gr.Textbox(label="Units explained by …", max_length=MAX_QUERY_CHARS, scale=4,
+                                    placeholder=f"a family ({', '.join(FAMILIES)}) or a word: vowel, line, after e",
+                                    elem_id="explained-query")
+            self.search = gr.Button("Search", elem_id="search-explained", size="md", scale=1)
+        self.explained_json = gr.JSON(visible=False, label="units_explained_by")
+        self.explained_said = gr.Markdown(elem_id="explained-said")
+        self.explained_table = gr.Dataframe(headers=EXPLAINED_HEADERS, type="array", interactive=False,
+                                            max_height=420, elem_id="explained-units",
+                                            label="Units explained by it, best held-out |r| first (click one)")
+        self.map_api, self.map_json = gr.Button(visible=False), gr.JSON(visible=False, label="unit_map")
 
     def profile_section(self, model, first: dict | None, profile: dict | None) -> None:
         gr.Markdown("## Unit profile\nOne unit over the model's whole reference text: its histogram, the contexts "
@@ -295,6 +350,16 @@ class UnitsTab:
         """One unit's profile over the model's reference text. The API endpoint /unit_profile."""
         return self.service.profile(key, layer, kind, unit)
 
+    @as_page_error("Cannot map the units")
+    def unit_map(self, key):
+        """Every unit's explanation over the model's reference text. The API endpoint /unit_map."""
+        return self.service.unit_map(key)
+
+    @as_page_error("Cannot search the explanations")
+    def explained_by(self, query, key):
+        """The units explained by a family or a word, best first. The API endpoint /units_explained_by."""
+        return self.service.explained_by(key, query)
+
     @as_page_error("Cannot match the selection")
     def select_and_match(self, text, start, end, threshold, key):
         """The hidden units on over text[start:end] and off around it, and where they do the same in the reference
@@ -343,18 +408,18 @@ class UnitsTab:
         now = (key, prepared.settled, prepared.atlas is not None)
         active = gr.Timer(active=not prepared.settled)
         if now == shown:
-            return prepared.status(), *[gr.skip()] * 6, shown, active
+            return prepared.status(), *[gr.skip()] * 10, shown, active
         overview = self.service.overview(key)
         if key == shown[0]:
-            unit_inputs = gr.skip(), gr.skip(), gr.skip()
+            unit_inputs = gr.skip(), gr.skip(), gr.skip(), gr.skip()
         else:  # another model: its own layers, kinds and units
             model = self.site.model(key)
             layers, hidden = (model.num_layers, model.hidden_size) if model.kinds else (1, 1)
             unit_inputs = (gr.update(choices=[(f"layer {k}", k) for k in range(1, layers + 1)], value=1),
                            gr.update(choices=kind_choices(model.kinds), value="hidden"),
-                           gr.update(maximum=hidden - 1, label=f"Unit (0–{hidden - 1})", value=0))
-        return (overview["status"], overview["claims"], overview["gates"], overview["timescales"], *unit_inputs,
-                now, active)
+                           gr.update(maximum=hidden - 1, label=f"Unit (0–{hidden - 1})", value=0), [])
+        return (overview["status"], overview["claims"], overview["gates"], overview["timescales"],
+                overview["unit_map"], overview["shares"], overview["explained"], *unit_inputs, now, active)
 
     # ---- the events ----
 
@@ -377,11 +442,16 @@ class UnitsTab:
         gr.on([self.show.click, self.unit.submit], self.unit_profile, profile_in, self.profile_json,
               api_name="unit_profile").success(profile_view, self.profile_json, profile_out, **private)
         chosen_out = [self.layer, self.kind, self.unit, self.profile_json]
-        for table in (self.found_table, self.selected_table):
+        for table in (self.found_table, self.selected_table, self.explained_table):
             table.select(self.open_row, [table, self.model_key], chosen_out, **private
                          ).success(profile_view, self.profile_json, profile_out, **private)
         self.open_profile.change(self.open_named, [self.open_profile, self.model_key], chosen_out, **private
                                  ).success(profile_view, self.profile_json, profile_out, **private)
+
+        self.map_api.click(self.unit_map, [self.model_key], self.map_json, api_name="unit_map")
+        gr.on([self.search.click, self.query.submit], self.explained_by, [self.query, self.model_key],
+              self.explained_json, api_name="units_explained_by").success(
+            explained_view, self.explained_json, [self.explained_table, self.explained_said], **private)
 
         matched = [self.selection_summary, self.selected_table, self.matches]
         self.match_button.click(self.select_and_match, [self.text, self.start, self.end, self.threshold,
@@ -398,8 +468,9 @@ class UnitsTab:
                                          self.comparison_json, api_name="compare_models").success(
             unit_figures.comparison_html, self.comparison_json, self.comparison_html, **private)
 
-        model_parts = [self.status, self.claims, self.gates_plot, self.timescale_plot, self.layer, self.kind,
-                       self.unit, self.shown, self.timer]
+        model_parts = [self.status, self.claims, self.gates_plot, self.timescale_plot, self.unit_map_plot,
+                       self.shares_table, self.explained_summary, self.layer, self.kind, self.unit,
+                       self.explained_table, self.shown, self.timer]
         self.timer.tick(self.refresh, [self.model_key, self.shown], model_parts, **private)
         self.model_key.change(self.refresh, [self.model_key, self.shown], model_parts, **private)
 

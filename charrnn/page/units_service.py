@@ -21,7 +21,8 @@ import textwrap
 import threading
 from pathlib import Path
 
-from ..analysis.atlas import ATLAS_FILE, Atlas, AtlasError, atlas_steps, load_atlas, read_reference_text, unit_profile
+from ..analysis.atlas import (ATLAS_FILE, Atlas, AtlasError, atlas_steps, load_atlas, read_patterns,
+                              read_reference_text, unit_profile)
 from ..analysis.compare import compare_steps, disagreements, match_units_steps
 from ..analysis.compare import summarize as summarize_comparison
 from ..analysis.contexts import gates_by_context_of
@@ -44,6 +45,7 @@ MAX_COMPARE_CHARS = 5_000
 MATCH_UNITS_CHARS = 10_000  # of model A's reference text, read three times for the unit matching
 COMPARED_PAIRS = 16  # the unit matchings kept, by pair of models
 FOUND_ROWS = 30
+EXPLAINED_ROWS = 50
 MATCHES = 10
 KEPT = 4
 # Characters per piece of a pass: each piece is one task of the compute thread, about 50 ms for a 3 x 512 GRU on
@@ -78,6 +80,7 @@ class Preparation:
         self.text: str | None = None
         self.atlas: Atlas | None = None
         self.figures: dict | None = None  # set before the atlas: once the atlas is there, so are they
+        self.explained: list[dict] | None = None  # every unit's explanation (unit_map's rows), with the figures
         self.index = None
         self.problem, self.index_problem = problem, None
         self.stage, self.done, self.total = "waiting", 0, 0
@@ -115,6 +118,8 @@ class Preparation:
                                  "claims": unit_figures.claims_html(claims)}
             else:
                 self.figures |= {"gates": figures.message_figure(NO_CLAIMS), "claims": f"<p>{NO_CLAIMS}</p>"}
+            self.explained = atlas.explanations.rows()
+            self.figures |= explanation_views(atlas, self.explained, self.name)
             self.atlas = atlas
         except (AtlasError, ValueError) as e:  # no reference text, an unreadable one, one the model cannot read
             self.problem = str(e)
@@ -136,15 +141,16 @@ class Preparation:
     def load_or_build(self, text: str) -> Atlas:
         path = self.folder / ATLAS_FILE
         self.set_stage("loading the atlas")
+        patterns = read_patterns(self.folder)
         if path.is_file():
             try:
-                return on_compute_thread(load_atlas)(path, self.model, text)  # about 0.2 s
+                return on_compute_thread(load_atlas)(path, self.model, text, patterns)  # about 0.2 s
             except AtlasError:
                 pass  # built for other weights or another text: build this model's own
         self.set_stage("building the atlas", 0, len(text))
         weights = self.folder / "model.safetensors"
         steps = atlas_steps(self.model, text, chunk_size=ATLAS_PIECE_CHARS, progress=self.advance,
-                            model_file=weights if weights.is_file() else None)
+                            model_file=weights if weights.is_file() else None, patterns=patterns)
         return run_in_pieces(steps)
 
     # ---- what the tab says ----
@@ -256,6 +262,26 @@ class UnitService:
                 row["timescale"] = float(atlas.timescale[row["layer"] - 1, row["unit"]])
         return {"model": display_name(key), **result}
 
+    def explained_atlas(self, key: ModelKey) -> Preparation:
+        """The model's preparation once its atlas (with every unit's explanation) is ready, or UnitsUnavailable."""
+        self.gru(key)
+        prepared = self.preparation(key)
+        if prepared.atlas is None:
+            raise UnitsUnavailable(prepared.why_no_atlas())
+        return prepared
+
+    def unit_map(self, key: ModelKey) -> list[dict]:
+        """Every unit of the model, in (layer, kind, unit) order: {"layer", "kind", "unit", "explanation", "family",
+        "r_fit", "r_heldout", "chance"} (charrnn.analysis.explain, over its reference text)."""
+        return self.explained_atlas(key).explained
+
+    def explained_by(self, key: ModelKey, query) -> dict:
+        """The units whose explanation is of a family or holds a word ("vowel", "line", "after e"), best held-out |r|
+        first: {"model", "query", "units": [...] (at most EXPLAINED_ROWS)}."""
+        prepared = self.explained_atlas(key)
+        units = prepared.atlas.explanations.search(query, top=EXPLAINED_ROWS)
+        return {"model": prepared.name, "query": query, "units": units}
+
     def profile(self, key: ModelKey, layer, kind, unit) -> dict:
         """charrnn.analysis.atlas.unit_profile of one unit of the model (layer from 1), over its reference text."""
         model = self.gru(key)
@@ -362,7 +388,16 @@ class UnitService:
         message = prepared.why_no_atlas()
         drawn = "<br>".join(textwrap.wrap(html.escape(message), 100))  # a figure's annotation does not wrap
         return {"status": prepared.status(), "claims": f"<p>{html.escape(message)}</p>",
-                "gates": figures.message_figure(drawn), "timescales": figures.message_figure(drawn)}
+                "gates": figures.message_figure(drawn), "timescales": figures.message_figure(drawn),
+                "unit_map": figures.message_figure(drawn), "shares": [], "explained": markdown_text(message)}
+
+
+def explanation_views(atlas: Atlas, rows: list[dict], name: str) -> dict:
+    """The unit map, the shares table and its summary line, for the tab."""
+    explained = atlas.explanations
+    return {"unit_map": unit_figures.unit_map_figure(rows, atlas.kinds),
+            "shares": unit_figures.shares_rows(explained.shares()),
+            "explained": unit_figures.shares_summary(explained.overall(), markdown_text(name))}
 
 
 def display_name(key: ModelKey) -> str:
