@@ -29,7 +29,7 @@ def wait_writing(page, prompt: str, below: int = CHARS // 2) -> None:
                            " const m = /Writing… ([\\d,]+)/.exec(s);"
                            " return t.startsWith(prompt) && t.length > prompt.length && m"
                            " && +m[1].replace(/,/g, '') < below; }",
-                           arg=[prompt, below], timeout=60_000, polling=20)
+                           arg=[prompt, below], timeout=180_000, polling=20)
 
 
 def click_generate(page, prompt: str, seed: int, chars: int = CHARS) -> None:
@@ -68,7 +68,7 @@ def test_clicks_on_runs_written_before_show_each_its_own(page, client, shipped):
     for prompt, seed in RUNS:
         before = page.evaluate(shown)
         click_generate(page, prompt, seed, chars)
-        page.wait_for_function(f"before => ({shown})() !== before", arg=before, timeout=60_000, polling=20)
+        page.wait_for_function(f"before => ({shown})() !== before", arg=before, timeout=180_000, polling=20)
     assert_shows(page, shipped.generate(RUNS[-1][0], settings(RUNS[-1][1], chars)))
     assert page.errors == []
 

@@ -144,7 +144,7 @@ def test_clicking_a_heatmap_row_names_the_unit(open_page):
     # The click opens the unit's profile on the Units tab; from there the unit can be forced in What-if.
     page.wait_for_function("u => (document.querySelector('#profile-summary') || {innerText: ''}).innerText"
                            ".includes(`L1 update ${u}, update gate`)",
-                           arg=unit, timeout=60_000)
+                           arg=unit, timeout=180_000)
     assert page.locator("#profile-summary").is_visible()
     page.locator("#force-in-whatif").click()
     page.wait_for_function("u => (document.querySelector('#force-unit input') || {}).value === u", arg=unit,
