@@ -9,18 +9,24 @@ import torch
 from charrnn.analysis.activations import one_thread
 
 
+def float64_weights(model):
+    """The embedding, the head's weight and bias, and each layer's [W_ih, W_hh, b_ih, b_hh], in float64."""
+    params = [[getattr(model.rnn, f"{name}_l{k}").detach().double()
+               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(model.num_layers)]
+    return (model.embedding.weight.detach().double(), model.head.weight.detach().double(),
+            model.head.bias.detach().double(), params)
+
+
 @torch.no_grad()
-def step_equations(model, ids: list[int], *, new_chars: int = 0, intervention=None):
+def step_equations(model, ids: list[int], *, new_chars: int = 0, intervention=None, after_layer=None):
     """Read `ids` one character at a time from the zero state (then write `new_chars` more, greedily), by the
     GRU equations in float64; `intervention` (charrnn.interventions.Intervention) forces its unit from its step
-    on. Returns every token id, the values [3 (hidden h_t, reset r_t, update z_t), layers, T, H] after each step
-    and the logits [T, vocab] for the character after each."""
+    on; after_layer(layer from 0, step, h) may change a layer's new state in place (a patch). Returns every token
+    id, the values [3 (hidden h_t, reset r_t, update z_t), layers, T, H] after each step and the logits [T, vocab]
+    for the character after each."""
     ids = list(ids)
     hidden = model.hidden_size
-    embedding = model.embedding.weight.detach().double()
-    head_w, head_b = model.head.weight.detach().double(), model.head.bias.detach().double()
-    params = [[getattr(model.gru, f"{name}_l{k}").detach().double()
-               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(model.num_layers)]
+    embedding, head_w, head_b, params = float64_weights(model)
     h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
     total = len(ids) + new_chars
     out = torch.empty(3, model.num_layers, total, hidden, dtype=torch.float64)
@@ -42,6 +48,8 @@ def step_equations(model, ids: list[int], *, new_chars: int = 0, intervention=No
                 h[k] = (1 - z) * n + z * h[k]
                 if forced and intervention.kind == "hidden":
                     h[k][intervention.unit] = intervention.value
+                if after_layer is not None:
+                    after_layer(k, t, h[k])
                 out[0, k, t], out[1, k, t], out[2, k, t] = h[k], r, z
                 x = h[k]
             logits[t] = head_w @ x + head_b
@@ -73,10 +81,7 @@ def lstm_step_equations(model, ids: list[int], *, new_chars: int = 0, interventi
     forget f_t, output o_t), layers, T, H] and the logits [T, vocab]."""
     ids = list(ids)
     hidden = model.hidden_size
-    embedding = model.embedding.weight.detach().double()
-    head_w, head_b = model.head.weight.detach().double(), model.head.bias.detach().double()
-    params = [[getattr(model.lstm, f"{name}_l{k}").detach().double()
-               for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] for k in range(model.num_layers)]
+    embedding, head_w, head_b, params = float64_weights(model)
     h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
     c = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
     total = len(ids) + new_chars

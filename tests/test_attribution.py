@@ -73,49 +73,21 @@ def test_gradient_times_activation_is_the_gradient_of_the_equations(tiny):
 
 def forced_once(model, token_ids, intervention):
     """step_equations with the hidden unit set at its step only (not every step after)."""
-    class Once:  # an intervention step_equations applies at from_step alone
-        layer, kind, unit, value, from_step = (intervention.layer, "hidden", intervention.unit, intervention.value,
-                                               intervention.from_step)
-    return step_equations_once(model, token_ids, Once)
-
-
-def step_equations_once(model, token_ids, once):
-    hidden = model.hidden_size
-    params = [[getattr(model.gru, f"{n}_l{k}").detach().double() for n in ("weight_ih", "weight_hh", "bias_ih",
-                                                                          "bias_hh")] for k in range(model.num_layers)]
-    h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
-    logits = []
-    for t, token in enumerate(token_ids):
-        x = model.embedding.weight.detach().double()[token]
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
-            gi, gh = w_ih @ x + b_ih, w_hh @ h[k] + b_hh
-            r, z = torch.sigmoid(gi[:hidden] + gh[:hidden]), torch.sigmoid(gi[hidden:2 * hidden] + gh[hidden:2 * hidden])
-            h[k] = (1 - z) * torch.tanh(gi[2 * hidden:] + r * gh[2 * hidden:]) + z * h[k]
-            if k + 1 == once.layer and t == once.from_step:
-                h[k][once.unit] = once.value
-            x = h[k]
-        logits.append(model.head.weight.detach().double() @ x + model.head.bias.detach().double())
-    return None, None, torch.stack(logits)
+    def hook(layer, step, h):
+        if (layer + 1, step) == (intervention.layer, intervention.from_step):
+            h[intervention.unit] = intervention.value
+    return step_equations(model, token_ids, after_layer=hook)
 
 
 def float64_patched(model, clean: str, corrupted: str, layer: int, step: int) -> torch.Tensor:
     """The corrupted text read by the GRU equations in float64, layer `layer` (from 0)'s state after step `step`
     replaced by the clean run's: the logits after the last character."""
     _, clean_values, _ = step_equations(model, ids(model, clean))
-    hidden = model.hidden_size
-    params = [[getattr(model.gru, f"{n}_l{k}").detach().double() for n in ("weight_ih", "weight_hh", "bias_ih",
-                                                                          "bias_hh")] for k in range(model.num_layers)]
-    h = [torch.zeros(hidden, dtype=torch.float64) for _ in params]
-    for t, token in enumerate(ids(model, corrupted)):
-        x = model.embedding.weight.detach().double()[token]
-        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(params):
-            gi, gh = w_ih @ x + b_ih, w_hh @ h[k] + b_hh
-            r, z = torch.sigmoid(gi[:hidden] + gh[:hidden]), torch.sigmoid(gi[hidden:2 * hidden] + gh[hidden:2 * hidden])
-            h[k] = (1 - z) * torch.tanh(gi[2 * hidden:] + r * gh[2 * hidden:]) + z * h[k]
-            if (k, t) == (layer, step):
-                h[k] = clean_values[0, k, t].clone()
-            x = h[k]
-    return model.head.weight.detach().double() @ x + model.head.bias.detach().double()
+
+    def patch_in(k, t, h):
+        if (k, t) == (layer, step):
+            h.copy_(clean_values[0, k, t])
+    return step_equations(model, ids(model, corrupted), after_layer=patch_in)[2][-1]
 
 
 def test_patching_restores_one_at_the_end_zero_with_its_own_values_and_a_cell_as_the_equations(shipped):

@@ -209,25 +209,37 @@ def claims_html(result: dict) -> str:
             "In torch.nn.GRU a z_t near 1 keeps the old state.</div>")
 
 
+def difference_colors(text: str, rows: list[dict], better: str, worse: str, describe, saturate_at: float):
+    """The colours and hover titles of a text whose characters (from the second) each have two surprisals: blue
+    where row[better] was the smaller (less surprised), red where larger, full colour at `saturate_at` nats;
+    describe(row, difference) words the title. ValueError when the rows are not this text's."""
+    if len(rows) != len(text) - 1 or any(r["char"] != c for r, c in zip(rows, text[1:])):
+        raise MemoryGainError("the rows are not those of this text: pass the text the rows were computed on")
+    colors, titles = ["transparent"], [f"step 0 {visible_char(text[0])!r}: first character, no prediction"]
+    for t, row in enumerate(rows, start=1):
+        difference = row[worse] - row[better]
+        r, g, b = HELPED if difference >= 0 else HURT
+        colors.append(f"rgba({r},{g},{b},{min(1.0, abs(difference) / saturate_at):.2f})")
+        titles.append(f"step {t} {visible_char(row['char'])!r}: {describe(row, difference)}")
+    return colors, titles
+
+
+def swatch(color: tuple, word: str) -> str:
+    return f"<span style='background:rgba({','.join(map(str, color))},.8);color:white'>&nbsp;{word}&nbsp;</span>"
+
+
 def memory_gain_html(text: str, rows: list[dict], saturate_at: float = 3.0) -> str:
     """The text coloured by the gain at each character: blue where the GRU's memory made it less surprising than
     the bigram found it, red where more; full colour at `saturate_at` nats. The hover title gives both."""
-    if len(rows) != len(text) - 1 or any(r["char"] != c for r, c in zip(rows, text[1:])):
-        raise MemoryGainError("the rows are not those of this text: pass the text given to memory_gain")
-    colors, titles = ["transparent"], [f"step 0 {visible_char(text[0])!r}: first character, no prediction"]
-    for t, row in enumerate(rows, start=1):
-        gain = row["bigram"] - row["gru"]
-        r, g, b = HELPED if gain >= 0 else HURT
-        colors.append(f"rgba({r},{g},{b},{min(1.0, abs(gain) / saturate_at):.2f})")
-        titles.append(f"step {t} {visible_char(row['char'])!r}: GRU {row['gru']:.2f} nats, bigram {row['bigram']:.2f} "
-                      f"nats, memory gain {gain:+.2f}")
+    colors, titles = difference_colors(
+        text, rows, "gru", "bigram", saturate_at=saturate_at,
+        describe=lambda row, gain: (f"GRU {row['gru']:.2f} nats, bigram {row['bigram']:.2f} nats, memory gain "
+                                    f"{gain:+.2f}"))
     stats = summarize(rows)
-    legend = (f"<span style='background:rgba({','.join(map(str, HELPED))},.8);color:white'>&nbsp;blue&nbsp;</span>: "
-              "the GRU, remembering everything before, found the character less surprising than a bigram that sees "
-              f"only the previous character; <span style='background:rgba({','.join(map(str, HURT))},.8);"
-              f"color:white'>&nbsp;red&nbsp;</span>: more (full colour at {saturate_at:g} nats). Mean: GRU "
-              f"{stats['gru']:.2f}, bigram {stats['bigram']:.2f}, gain {stats['gain']:.2f} nats/char; the GRU did "
-              f"better on {stats['helped']:.0%} of the characters.")
+    legend = (f"{swatch(HELPED, 'blue')}: the GRU, remembering everything before, found the character less surprising "
+              f"than a bigram that sees only the previous character; {swatch(HURT, 'red')}: more (full colour at "
+              f"{saturate_at:g} nats). Mean: GRU {stats['gru']:.2f}, bigram {stats['bigram']:.2f}, gain "
+              f"{stats['gain']:.2f} nats/char; the GRU did better on {stats['helped']:.0%} of the characters.")
     return text_html(text, colors, titles, legend)
 
 
@@ -236,28 +248,20 @@ def comparison_html(result: dict, saturate_at: float = 3.0) -> str:
     model A found it less surprising than model B, red where more; full colour at `saturate_at` nats; the hover
     title gives both), the characters where they disagree most, and the unit matching."""
     text, rows, (a, b) = result["text"], result["rows"], (result["model_a"], result["model_b"])
-    if len(rows) != len(text) - 1 or any(r["char"] != c for r, c in zip(rows, text[1:])):
-        raise ValueError("the rows are not those of this text: pass compare_models' whole answer")
-    colors, titles = ["transparent"], [f"step 0 {visible_char(text[0])!r}: first character, no prediction"]
-    for t, row in enumerate(rows, start=1):
-        difference = row["b"] - row["a"]
-        r, g, bl = HELPED if difference >= 0 else HURT
-        colors.append(f"rgba({r},{g},{bl},{min(1.0, abs(difference) / saturate_at):.2f})")
-        titles.append(f"step {t} {visible_char(row['char'])!r}: A {row['a']:.2f} nats, B {row['b']:.2f} nats, "
-                      f"B − A {difference:+.2f}")
+    colors, titles = difference_colors(
+        text, rows, "a", "b", saturate_at=saturate_at,
+        describe=lambda row, difference: f"A {row['a']:.2f} nats, B {row['b']:.2f} nats, B − A {difference:+.2f}")
     s = result["summary"]
-    legend = (f"A is <b>{html.escape(a)}</b>, B is <b>{html.escape(b)}</b>. "
-              f"<span style='background:rgba({','.join(map(str, HELPED))},.8);color:white'>&nbsp;blue&nbsp;</span>: "
-              f"A found the character less surprising than B; <span style='background:rgba({','.join(map(str, HURT))},"
-              f".8);color:white'>&nbsp;red&nbsp;</span>: more (full colour at {saturate_at:g} nats). Mean: A "
-              f"{s['a']:.3f}, B {s['b']:.3f} nats/char (B − A {s['difference']:+.3f}); A did better on "
+    legend = (f"A is <b>{html.escape(a)}</b>, B is <b>{html.escape(b)}</b>. {swatch(HELPED, 'blue')}: A found the "
+              f"character less surprising than B; {swatch(HURT, 'red')}: more (full colour at {saturate_at:g} nats). "
+              f"Mean: A {s['a']:.3f}, B {s['b']:.3f} nats/char (B − A {s['difference']:+.3f}); A did better on "
               f"{s['a_better']:.0%} of the characters, B on {s['b_better']:.0%}.")
     return text_html(text, colors, titles, legend) + disagreements_html(result) + unit_matches_html(result)
 
 
 def disagreements_html(result: dict) -> str:
     rows = "".join(
-        f"<tr><td>{d['offset']:,}</td><td style='{MONO}'>{html.escape(visible_char_run(d['context']))}"
+        f"<tr><td>{d['offset']:,}</td><td style='{MONO}'>{html.escape(''.join(map(visible_char, d['context'])))}"
         f"<b style='outline:1px solid #222'>{html.escape(visible_char(d['char']))}</b></td>"
         f"<td>{d['a']:.2f}</td><td>{d['b']:.2f}</td><td>{d['difference']:+.2f}</td></tr>"
         for d in result["disagreements"])
@@ -276,10 +280,6 @@ def unit_matches_html(result: dict) -> str:
     return (f"<h4>Units that follow the built-in signals, over {html.escape(result['units_over'])}</h4>"
             "<table class='charrnn-unit-matches'><tr><th>signal</th><th>A's unit that follows it most</th>"
             "<th>B's unit that follows it most</th><th>B's unit that tracks A's most</th></tr>" + rows + "</table>")
-
-
-def visible_char_run(text: str) -> str:
-    return "".join(visible_char(c) for c in text)
 
 
 # ---- every unit explained ----
