@@ -41,6 +41,7 @@ from .inputs import InputError, check_kind, check_text, model_key, number, whole
 from .views import markdown_text
 
 MAX_GAIN_CHARS = 5_000
+ATLAS_READ_S = 30.0  # how long a request waits for an atlas being read from its file (seconds for the shipped one)
 MAX_COMPARE_CHARS = 5_000
 MATCH_UNITS_CHARS = 10_000  # of model A's reference text, read three times for the unit matching
 COMPARED_PAIRS = 16  # the unit matchings kept, by pair of models
@@ -263,10 +264,12 @@ class UnitService:
         return {"model": display_name(key), **result}
 
     def explained_atlas(self, key: ModelKey) -> Preparation:
-        """The model's preparation once its atlas (with every unit's explanation) is ready, or UnitsUnavailable."""
+        """The model's preparation once its atlas (with every unit's explanation) is ready, or UnitsUnavailable. An
+        atlas being read from its file (a preparation started again after another model's replaced it) is waited
+        for, at most ATLAS_READ_S; one being built is not."""
         self.gru(key)
         prepared = self.preparation(key)
-        if prepared.atlas is None:
+        if not prepared.wait_for_atlas(ATLAS_READ_S):
             raise UnitsUnavailable(prepared.why_no_atlas())
         return prepared
 
@@ -285,9 +288,7 @@ class UnitService:
     def profile(self, key: ModelKey, layer, kind, unit) -> dict:
         """charrnn.analysis.atlas.unit_profile of one unit of the model (layer from 1), over its reference text."""
         model = self.gru(key)
-        prepared = self.preparation(key)
-        if prepared.atlas is None:
-            raise UnitsUnavailable(prepared.why_no_atlas())
+        prepared = self.explained_atlas(key)
         layers, hidden = prepared.atlas.shape
         layer = whole_number("Layer", layer, 1, layers)
         unit = whole_number("Unit", unit, 0, hidden - 1)
@@ -371,10 +372,12 @@ class UnitService:
         return found
 
     def reference_text(self, key: ModelKey) -> str | None:
-        folder = self.preparation(key).folder
+        """The reference text of a model from a local folder, read alone (not its whole preparation: an atlas and
+        an index that would replace another model's); None for a Hub model or a folder without one."""
         try:
-            return read_reference_text(folder) if folder is not None else None
-        except (OSError, ValueError):
+            source, local = self.models.resolve(key.source)
+            return read_reference_text(Path(source)) if local else None
+        except (OSError, ValueError, ModelLoadError):
             return None
 
     # ---- the tab's views of a model ----
