@@ -108,10 +108,28 @@ def browser():
         browser.close()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, "report_" + report.when, report)
+    return report
+
+
+PAGE_STATE = """() => {
+  const text = s => (document.querySelector(s) || {}).innerText;
+  const plot = document.querySelector('#probabilities .js-plotly-plot');
+  return {text: (document.querySelector('#generated-text textarea') || {}).value, status: text('#status'),
+          toasts: Array.from(document.querySelectorAll('.toast-body')).map(t => t.innerText),
+          generating: document.querySelectorAll('.generating').length,
+          bars: plot && plot.charrnnBars ? plot.charrnnBars.steps : null};
+}"""
+
+
 @pytest.fixture
-def open_page(browser, app_url):
+def open_page(browser, app_url, request):
     """open_page(query="") -> a page at the app's address with that query, once its first plot is drawn; the
-    console's errors and the page's uncaught errors collect in page.errors."""
+    console's errors and the page's uncaught errors collect in page.errors. When the test fails, each page's
+    state (text, status line, messages) is printed and its screenshot left in artifacts/."""
     pages = []
 
     def open_at(query=""):
@@ -125,7 +143,13 @@ def open_page(browser, app_url):
         return page
 
     yield open_at
-    for page in pages:
+    report = getattr(request.node, "report_call", None)
+    for number, page in enumerate(pages):
+        if report is not None and report.failed:
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / f"failed-{request.node.name}-{number}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"page {number} ({page.url}): {page.evaluate(PAGE_STATE)}; errors {page.errors}; {shot}")
         page.close()
 
 
