@@ -30,7 +30,11 @@ DRAWN = """(expected) => {
     && Math.abs(s._fullData[0].x[0] - expected.first_saturation) < 1e-6
     && spans('surprisal').length === expected.steps && spans('unit-text').length === expected.steps
     && !document.querySelector('.generating');
-  return ready && new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));
+  // two frames: on screen (bounded: a page whose frames are held back must not hold the wait's poll for ever)
+  return ready && new Promise(done => {
+    requestAnimationFrame(() => requestAnimationFrame(() => done(true)));
+    setTimeout(() => done(true), 1000);
+  });
 }"""
 
 

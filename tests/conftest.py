@@ -117,11 +117,15 @@ def pytest_runtest_makereport(item, call):
 
 PAGE_STATE = """() => {
   const text = s => (document.querySelector(s) || {}).innerText;
-  const plot = document.querySelector('#probabilities .js-plotly-plot');
+  const plots = Object.fromEntries(['probabilities', 'heatmap-1', 'heatmap-2', 'heatmap-3', 'saturation'].map(id => {
+    const p = document.querySelector(`#${id} .js-plotly-plot`);
+    return [id, !p ? 'none' : !p._fullLayout ? 'not drawn' : p.charrnnBars ? `${p.charrnnBars.steps} steps`
+      : p.data && p.data[0] && p.data[0].x ? `${p.data[0].x.length} columns` : 'drawn'];
+  }));
   return {text: (document.querySelector('#generated-text textarea') || {}).value, status: text('#status'),
-          toasts: Array.from(document.querySelectorAll('.toast-body')).map(t => t.innerText),
-          generating: document.querySelectorAll('.generating').length,
-          bars: plot && plot.charrnnBars ? plot.charrnnBars.steps : null};
+          toasts: Array.from(document.querySelectorAll('.toast-body')).map(t => t.innerText), plots,
+          generating: Array.from(document.querySelectorAll('.generating')).map(e => e.id || e.className),
+          draws: window.Plotly && window.Plotly.charrnnDrawOnce};
 }"""
 
 
@@ -148,8 +152,11 @@ def open_page(browser, app_url, request):
         if report is not None and report.failed:
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / f"failed-{request.node.name}-{number}.png"
-            page.screenshot(path=str(shot), full_page=True)
-            print(f"page {number} ({page.url}): {page.evaluate(PAGE_STATE)}; errors {page.errors}; {shot}")
+            try:
+                page.screenshot(path=str(shot), full_page=True)
+                print(f"page {number} ({page.url}): {page.evaluate(PAGE_STATE)}; errors {page.errors}; {shot}")
+            except Exception as e:  # noqa: BLE001 - a page that crashed: say so and close the others
+                print(f"page {number} ({page.url}): its state cannot be read ({e})")
         page.close()
 
 

@@ -216,8 +216,24 @@
                                          attributeFilter: ["data-codes"]});
 
   // The handlers of the page's events that run in the browser alone (js= in charrnn/page/*.py).
+  const WRITE_PLOTS = ["probabilities", "heatmap-1", "heatmap-2", "saturation"];
+  const MOUNT_WAIT_MS = 20000;
   const handlers = {
     drawFigures: () => { document.querySelector("#draw-figures").click(); },
+    // presses the hidden button `selector` once every plot of the Write tab has drawn its first figure (or after
+    // MOUNT_WAIT_MS): a figure sent to a plot still being mounted is lost
+    whenFiguresDrawn: (selector) => {
+      const started = Date.now();
+      const check = () => {
+        const drawn = WRITE_PLOTS.every((id) => {
+          const plot = document.querySelector(`#${id} .js-plotly-plot`);
+          return plot && plot._fullLayout;
+        });
+        if (drawn || Date.now() - started > MOUNT_WAIT_MS) document.querySelector(selector).click();
+        else setTimeout(check, 100);
+      };
+      check();
+    },
     // the link's address is the page's own (wherever it is served), with the query built in Python
     copyLink: (query) => {
       const url = location.origin + location.pathname + query;

@@ -149,7 +149,7 @@ class Why:
                                self.dose_json, api_name="dose_response").success(
             why_figures.dose_figure, self.dose_json, self.dose_plot, **private)
         self.model_key.change(self.fit_model, self.model_key, [self.dose_layer, self.dose_kind, self.dose_unit],
-                              **private)
+                              show_progress="hidden", **private)
 
     def fit_model(self, key):
         model = self.site.model(key)

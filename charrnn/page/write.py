@@ -86,6 +86,8 @@ class WriteTab:
                     self.new_seed = gr.Button("🎲 New seed", size="sm", scale=0, min_width=110)
                 self.run = gr.Button("Generate", variant="primary")
                 self.draw_figures = gr.Button("Draw the figures", visible="hidden", elem_id="draw-figures")
+                self.draw_link_figures = gr.Button("Draw the link's figures", visible="hidden",
+                                                   elem_id="draw-link-figures")
             with gr.Column(scale=3):
                 self.text = gr.Textbox(site.opening_trace.text, label="Text", lines=16, max_lines=16,
                                        interactive=False, buttons=["copy"], elem_id="generated-text", autoscroll=True)
@@ -352,9 +354,13 @@ class WriteTab:
                        show_progress="hidden", trigger_mode="multiple", concurrency_limit=busy)
         self.draw_figures.click(self.draw_written, [*self.settings_in, self.view], self.draw_out,
                                 trigger_mode="multiple", concurrency_limit=busy, **private)
+        # A link's run is written as the page opens; its figures are sent once the page has drawn its own (the
+        # opening example's): figures that reached plots still being mounted were lost, and the page kept showing
+        # the opening example's probabilities beside the link's text.
         gr.context.Context.root_block.load(  # the Blocks being built: its load event reads the page's address
             self.open_link, None, self.link_out, concurrency_limit=busy, **private
-        ).success(self.draw, [self.recipe, self.view], self.draw_out, **private)
+        ).success(None, js="() => charrnnPage.whenFiguresDrawn('#draw-link-figures')")
+        self.draw_link_figures.click(self.draw, [self.recipe, self.view], self.draw_out, **private)
         self.copy_link.click(self.link_to, self.recipe, self.link, api_visibility="private").then(
             None, self.link, self.link, js="(query) => charrnnPage.copyLink(query)")
         self.export.click(self.export_last, self.recipe, self.export_files, api_visibility="private")
